@@ -1,0 +1,20 @@
+"""Keyword arguments that every registered method runs the contract tests with.
+
+Adding a method: add one entry here (the contract suite fails until you do), then write
+``tests/methods/test_<name>.py`` with its exact tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+# name -> (data batch) -> kwargs for torch_slt.apply
+METHOD_CASES: dict[str, Callable[[tuple[torch.Tensor, torch.Tensor]], dict[str, Any]]] = {
+    "stg": lambda data: {"lam": 0.1},
+    "magnitude": lambda data: {"sparsity": 0.5},
+}
+
+# The fraction removed that a fixed-mask case above asks for (checked exactly by the contract suite).
+REQUESTED_SPARSITY = 0.5

@@ -1,0 +1,69 @@
+"""Argument checks shared by the API and the methods. Each message names the bad value and the fix."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Iterable
+
+
+def check_sparsity(sparsity: Any, who: str, *, required: bool = True) -> float | None:
+    """``sparsity`` is the fraction of weights **removed**, a float in [0, 1)."""
+    if sparsity is None:
+        if required:
+            raise TypeError(
+                f"{who}: sparsity is required (the fraction of weights to remove, in [0, 1)), "
+                f"e.g. sparsity=0.9"
+            )
+        return None
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+        raise TypeError(f"{who}: sparsity must be a float in [0, 1), got {sparsity!r}")
+    if not (0.0 <= float(sparsity) < 1.0) or math.isnan(sparsity):
+        raise ValueError(
+            f"{who}: sparsity={sparsity!r} is outside [0, 1); it is the fraction of weights removed "
+            f"(0.9 keeps 10%)"
+        )
+    return float(sparsity)
+
+
+def check_nonnegative(name: str, value: Any, who: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise TypeError(f"{who}: {name} must be a number, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{who}: {name}={value!r} is negative; use a value >= 0")
+    return float(value)
+
+
+def check_positive(name: str, value: Any, who: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise TypeError(f"{who}: {name} must be a number, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{who}: {name}={value!r} must be > 0")
+    return float(value)
+
+
+def check_probability(name: str, value: Any, who: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ValueError(f"{who}: {name}={value!r} must be a probability strictly between 0 and 1")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def check_kwargs(cls: type, kwargs: dict[str, Any], extra: Iterable[str] = ()) -> None:
+    """Reject keywords that ``cls.__init__`` does not accept, listing the ones it does."""
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n in params if n != "self"] + list(extra)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"apply(): method {cls.name!r} got unknown keyword(s) {', '.join(unknown)}; "
+            f"it accepts: {', '.join(sorted(accepted)) or '(none)'}"
+        )

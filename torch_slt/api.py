@@ -1,0 +1,186 @@
+"""The model-level API: apply, penalty, mask_parameters, finalize."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import prune
+
+from torch_slt._validation import check_kwargs
+from torch_slt.base import SLTMethod, refuse_if_pruned
+from torch_slt.errors import AlreadyGatedError, NotGatedError
+from torch_slt.registry import get_method
+from torch_slt.targets import Selector, select_targets
+
+# Attributes torch_slt keeps on the root model; plain attributes, so never in the state_dict.
+_FROZEN_ATTR = "_slt_frozen"      # {parameter name: requires_grad before apply froze it}
+_HISTORY_ATTR = "_slt_history"    # {tensor name: method name}, kept after finalize for report()
+
+
+def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: Selector = None,
+          exclude: Selector = None, freeze: bool | None = None, **kwargs: Any) -> nn.Module:
+    """Gate the weights of ``model`` in place and return it.
+
+    Every targeted module gets, for its ``weight``: ``weight_orig`` (the same Parameter), a boolean
+    ``weight_mask`` buffer, the method's learned Parameters (``weight_mu`` for ``stg``) and a forward
+    pre-hook that recomputes ``weight`` before each forward.
+
+    Args:
+        model: any ``nn.Module``.
+        method: a registered name (see :func:`torch_slt.list_methods`) or a method class.
+        targets: ``None`` (every ``nn.Linear``, ``nn.Conv1d/2d/3d`` and transformers ``Conv1D``),
+            module names (exact, dotted suffix or full regex) or a callable ``(name, module) -> bool``.
+        exclude: same forms as ``targets``; matching modules are left alone.
+        freeze: set ``requires_grad=False`` on every parameter that is not a gate tensor (weights,
+            biases, norms). Defaults to True for learned-mask methods, False for fixed-mask ones.
+        **kwargs: the method's hyperparameters, e.g. ``lam=0.08`` for ``stg``.
+
+    Raises:
+        UnknownMethodError, TypeError, ValueError, NoTargetsError, AlreadyGatedError: on bad input;
+        the model is then left exactly as it was.
+
+    Example:
+        >>> import torch, torch_slt
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> model = torch_slt.apply(model, "stg", lam=0.1)
+        >>> sorted(n for n, _ in torch_slt.named_mask_parameters(model))
+        ['0.weight_mu', '2.weight_mu']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"apply(): model must be an nn.Module, got {type(model).__name__}")
+    cls = get_method(method)
+    check_kwargs(cls, kwargs)
+    if freeze is not None and not isinstance(freeze, bool):
+        raise TypeError(f"apply(): freeze must be True, False or None, got {freeze!r}")
+    prototype = cls(**kwargs)  # validates the hyperparameters before the model is touched
+    selected = select_targets(model, targets, exclude)
+    for name, module in selected:
+        try:
+            refuse_if_pruned(module, "weight")
+        except AlreadyGatedError as err:
+            raise AlreadyGatedError(f"apply(): module {name!r}: {err}") from None
+    extras = prototype.plan(model, selected)
+    applied: list[tuple[nn.Module, SLTMethod, nn.Parameter]] = []
+    try:
+        for (name, module), extra in zip(selected, extras):
+            orig = module.weight
+            applied.append((module, cls.apply(module, "weight", **kwargs, **extra), orig))
+        if cls.learned if freeze is None else freeze:
+            _freeze_non_gates(model)
+    except BaseException:
+        for module, hook, orig in reversed(applied):
+            hook._undo(module, orig)
+        raise
+    history = model.__dict__.setdefault(_HISTORY_ATTR, {})
+    history.update({_qualify(n, "weight"): cls.name for n, _ in selected})
+    return model
+
+
+def _freeze_non_gates(model: nn.Module) -> None:
+    gate_ids = {id(p) for p in mask_parameters(model)}
+    # Record gated weights under the name they get back at finalize ("fc.weight", not "fc.weight_orig").
+    final_names = {id(m._parameters[h._tensor_name + "_orig"]): _qualify(n, h._tensor_name)
+                   for n, m, h in gated_tensors(model)}
+    frozen = model.__dict__.setdefault(_FROZEN_ATTR, {})
+    for name, param in model.named_parameters():
+        if id(param) not in gate_ids and param.requires_grad:
+            frozen.setdefault(final_names.get(id(param), name), True)
+            param.requires_grad_(False)
+
+
+def gated_tensors(model: nn.Module) -> Iterator[tuple[str, nn.Module, SLTMethod]]:
+    """Yield ``(module name, module, hook)`` for every tensor gated by torch_slt.
+
+    Raises if a ``torch.nn.utils.prune`` method was stacked on top of a torch_slt gate, because torch
+    then ignores the gate silently.
+    """
+    for module_name, module in model.named_modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, SLTMethod):
+                yield module_name, module, hook
+            elif isinstance(hook, prune.PruningContainer) and any(
+                    isinstance(h, SLTMethod) for h in hook._pruning_methods):
+                raise AlreadyGatedError(
+                    f"module {module_name!r}: a torch.nn.utils.prune method was stacked on a torch_slt "
+                    f"gate, so torch now ignores the gate. Gate each tensor once: finalize first, then "
+                    f"prune again."
+                )
+
+
+def is_gated(model: nn.Module) -> bool:
+    """Whether any tensor of ``model`` carries a torch_slt gate."""
+    return next(gated_tensors(model), None) is not None
+
+
+def named_mask_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    """``(qualified name, Parameter)`` for every learned gate tensor (``weight_mu``, scores, ...)."""
+    for module_name, module, hook in gated_tensors(model):
+        for field in hook.fields:
+            key = f"{hook._tensor_name}_{field}"
+            yield _qualify(module_name, key), module._parameters[key]
+
+
+def mask_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The learned gate Parameters, to hand to an optimizer:
+    ``torch.optim.Adam(torch_slt.mask_parameters(model), lr=1e-2)``."""
+    return [p for _, p in named_mask_parameters(model)]
+
+
+def penalty(model: nn.Module) -> Tensor:
+    r"""The sparsity penalty to add to the loss: :math:`\sum_t \lambda_t \sum_i P(z_{t,i} \ne 0) / N`.
+
+    ``N`` is the number of weights gated by a method that has a penalty (``stg``, ``hardconcrete``),
+    so with one ``lam`` this is ``lam`` times the expected fraction of those weights kept. It is
+    computed in float32 at least, is differentiable in the gates only, and is a zero tensor when the
+    model has no such gates.
+    """
+    terms, total = [], 0
+    for _, module, hook in gated_tensors(model):
+        prob = hook.prob_nonzero(module)
+        if prob is None:
+            continue
+        terms.append(hook.lam * prob.sum(dtype=torch.promote_types(prob.dtype, torch.float32)))
+        total += prob.numel()
+    if not terms:
+        return torch.zeros((), device=_device_of(model))
+    return torch.stack(terms).sum() / total
+
+
+def finalize(model: nn.Module) -> nn.Module:
+    """Make every gate permanent and return the model, now a standard ``nn.Module``.
+
+    Each gated ``weight`` becomes a plain Parameter holding ``weight_orig * hard mask`` (the same
+    Parameter object as before ``apply``); the hooks, masks and gate tensors are deleted and the
+    ``requires_grad`` flags that ``apply(freeze=True)`` changed are restored. The state_dict then has
+    exactly the keys of the unmodified model and loads into it with ``strict=True``; eval outputs equal
+    those of the gated model in eval mode.
+
+    Raises:
+        NotGatedError: ``model`` carries no torch_slt gate.
+    """
+    gated = list(gated_tensors(model))
+    if not gated:
+        raise NotGatedError(
+            "finalize(): the model has no torch_slt gates; call torch_slt.apply(model, ...) first"
+        )
+    for _, module, hook in gated:
+        prune.remove(module, hook._tensor_name)
+    params = dict(model.named_parameters())
+    for name, flag in model.__dict__.pop(_FROZEN_ATTR, {}).items():
+        if name in params:
+            params[name].requires_grad_(flag)
+    return model
+
+
+def _qualify(module_name: str, tensor_name: str) -> str:
+    return f"{module_name}.{tensor_name}" if module_name else tensor_name
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")

@@ -1,0 +1,273 @@
+"""The method protocol shared by every torch_slt method.
+
+Every method is a :class:`torch.nn.utils.prune.BasePruningMethod`, so ``prune.is_pruned`` sees it and
+``prune.remove(module, "weight")`` finalizes it. What one gated tensor looks like on its module
+(``weight`` as an example):
+
+* ``weight_orig``: the original :class:`~torch.nn.Parameter`, the same object as before;
+* ``weight_mask``: a boolean buffer, the current hard mask (``True`` = kept);
+* ``weight_<field>``: the learned tensors of learned-mask methods (``weight_mu`` for ``stg``);
+* ``weight``: a plain tensor attribute that the forward pre-hook recomputes before every forward.
+
+Two families share this protocol:
+
+* :class:`LearnedMaskMethod`: the mask is trained (gates, scores). In train mode the pre-hook builds a
+  relaxed or sampled weight; in eval mode it uses the hard mask.
+* :class:`FixedMaskMethod`: the mask is chosen once at ``apply`` from importance scores and stays fixed.
+
+A tensor is gated at most once: applying a second method, torch_slt's or torch's, raises
+:class:`~torch_slt.errors.AlreadyGatedError`. Stacking torch's own ``prune.*`` functions *on top of* a
+torch_slt gate cannot be refused at the time it happens (torch does not ask), so every torch_slt function
+detects it afterwards and raises instead of silently mixing the two.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import prune
+
+from torch_slt.errors import AlreadyGatedError
+
+
+class SLTMethod(prune.BasePruningMethod):
+    """Base class of every torch_slt method; see the module docstring for the state it adds."""
+
+    PRUNING_TYPE = "unstructured"
+    #: Registry key, set by :func:`~torch_slt.registry.register_method`.
+    name: ClassVar[str] = ""
+    #: One line for ``torch-slt methods``.
+    description: ClassVar[str] = ""
+    #: Whether the mask is learned (then ``apply`` freezes the other parameters by default).
+    learned: ClassVar[bool] = False
+    #: Names of the learned tensors, registered on the module as ``<tensor>_<field>``.
+    fields: ClassVar[tuple[str, ...]] = ()
+
+    _tensor_name: str | None = None
+
+    # ------------------------------------------------------------------ what a subclass provides
+    def hard_mask(self, module: nn.Module) -> Tensor:
+        """The boolean mask this method keeps now (``True`` = kept), without gradient."""
+        raise NotImplementedError
+
+    def prob_nonzero(self, module: nn.Module) -> Tensor | None:
+        """P(gate != 0) per weight, differentiable in the gates; ``None`` for methods without one."""
+        return None
+
+    def init_state(self, module: nn.Module, orig: Tensor, mask: Tensor | None,
+                   importance_scores: Tensor | None) -> None:
+        """Register the method's own tensors on ``module`` (called once, inside ``apply``)."""
+
+    def plan(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]:
+        """Per-target keyword arguments for :meth:`apply`, worked out on the whole model.
+
+        Model-level decisions (a global threshold, scores that need a forward pass) go here;
+        the default needs none.
+        """
+        return [{} for _ in targets]
+
+    # ------------------------------------------------------------------ torch prune protocol
+    @classmethod
+    def apply(cls, module: nn.Module, name: str, *args: Any, importance_scores: Tensor | None = None,
+              mask: Tensor | None = None, **kwargs: Any) -> SLTMethod:
+        """Gate ``module.<name>`` in place and return the hook (torch's ``apply`` contract).
+
+        ``mask`` fixes the initial hard mask (used by fixed-mask methods whose mask was chosen on the
+        whole model); otherwise the method derives it from ``importance_scores`` or its own state.
+        If anything fails the module is restored exactly as it was.
+        """
+        refuse_if_pruned(module, name)
+        orig = getattr(module, name, None)
+        if not isinstance(orig, nn.Parameter):
+            raise TypeError(
+                f"{cls.__name__}.apply(): {type(module).__name__}.{name} must be an nn.Parameter, "
+                f"got {type(orig).__name__}"
+            )
+        method = cls(*args, **kwargs)
+        method._tensor_name = name
+        method._param_order = list(module._parameters)
+        try:
+            module.register_parameter(name + "_orig", orig)
+            del module._parameters[name]
+            method.init_state(module, orig, mask, importance_scores)
+            module.register_buffer(name + "_mask", method.hard_mask(module).detach().clone())
+            with torch.no_grad():
+                setattr(module, name, method.apply_mask(module))
+            module.register_forward_pre_hook(method)
+            module.register_forward_hook(DetachAfterForward(name))
+        except BaseException:
+            method._undo(module, orig)
+            raise
+        return method
+
+    def apply_mask(self, module: nn.Module) -> Tensor:
+        """The effective tensor: ``orig * hard mask`` (learned methods relax it in train mode)."""
+        orig = getattr(module, self._tensor_name + "_orig")
+        return orig * getattr(module, self._tensor_name + "_mask")
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        """torch's hook for score-based masks; learned methods keep ``default_mask``."""
+        return default_mask
+
+    def remove(self, module: nn.Module) -> None:
+        """Bake ``orig * hard mask`` into a plain Parameter and delete every tensor the method added.
+
+        Called by ``torch.nn.utils.prune.remove(module, name)``, which then drops the pre-hook.
+        The Parameter object stays the same, so optimizers that hold it keep working.
+        """
+        name = self._tensor_name
+        orig = module._parameters[name + "_orig"]
+        with torch.no_grad():
+            baked = orig * self.hard_mask(module).to(orig.dtype)
+        orig.data = baked
+        # prune.remove() deletes the pre-hook itself once this returns.
+        self._undo(module, orig, drop_pre_hook=False)
+
+    # ------------------------------------------------------------------ helpers
+    def _undo(self, module: nn.Module, orig: nn.Parameter, drop_pre_hook: bool = True) -> None:
+        """Put ``orig`` back as ``module.<name>`` and delete everything :meth:`apply` added."""
+        name = self._tensor_name
+        module.__dict__.pop(name, None)
+        for key in [name + "_orig"] + [f"{name}_{field}" for field in self.fields]:
+            module._parameters.pop(key, None)
+        module._buffers.pop(name + "_mask", None)
+        if drop_pre_hook:
+            for key in [k for k, h in module._forward_pre_hooks.items() if h is self]:
+                del module._forward_pre_hooks[key]
+        for key in [k for k, h in module._forward_hooks.items() if _is_detach_hook(h, name)]:
+            del module._forward_hooks[key]
+        module._parameters[name] = orig
+        order = getattr(self, "_param_order", None)
+        if order:
+            # Restore the original key order so the state_dict lists keys as the unmodified model does.
+            items = dict(module._parameters)
+            module._parameters.clear()
+            module._parameters.update({k: items.pop(k) for k in order if k in items})
+            module._parameters.update(items)
+
+
+class LearnedMaskMethod(SLTMethod):
+    """A method whose mask is trained: gates or scores registered as Parameters on the module.
+
+    Subclasses implement :meth:`init_state` (register ``<tensor>_<field>`` Parameters),
+    :meth:`relaxed_weight` (the train-mode weight, differentiable in the gates) and
+    :meth:`hard_mask`. The ``<tensor>_mask`` buffer is refreshed in place at every forward, so it
+    always shows the current hard mask.
+    """
+
+    learned = True
+
+    def relaxed_weight(self, module: nn.Module, orig: Tensor) -> Tensor:
+        """The train-mode effective weight (sampled or relaxed mask times ``orig``)."""
+        raise NotImplementedError
+
+    def apply_mask(self, module: nn.Module) -> Tensor:
+        name = self._tensor_name
+        orig = getattr(module, name + "_orig")
+        mask = module._buffers.get(name + "_mask")
+        if mask is not None:
+            with torch.no_grad():
+                mask.copy_(self.hard_mask(module))
+        if module.training:
+            return self.relaxed_weight(module, orig)
+        return orig * (mask if mask is not None else self.hard_mask(module))
+
+    def field(self, module: nn.Module, field: str) -> Tensor:
+        """The learned tensor ``<tensor>_<field>`` of ``module``."""
+        return module._parameters[f"{self._tensor_name}_{field}"]
+
+
+class FixedMaskMethod(SLTMethod):
+    """A mask chosen once, from importance scores, when the method is applied.
+
+    Subclasses implement :meth:`scores`. ``sparsity`` is the fraction of weights **removed**;
+    ``scope="global"`` ranks all targeted tensors together, ``"layer"`` ranks each tensor alone.
+    """
+
+    learned = False
+
+    def __init__(self, sparsity: float | None = None, scope: str = "global") -> None:
+        from torch_slt._validation import check_choice, check_sparsity
+
+        self.sparsity = check_sparsity(sparsity, type(self).name or type(self).__name__)
+        self.scope = check_choice("scope", scope, ("global", "layer"))
+
+    def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
+        """One importance score tensor per target (higher = keep), same shape as its weight."""
+        raise NotImplementedError
+
+    def plan(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]:
+        from torch_slt.selection import keep_top
+
+        scores = self.scores(model, targets)
+        if self.scope == "global":
+            masks = keep_top(scores, self.sparsity)
+        else:
+            masks = [keep_top([s], self.sparsity)[0] for s in scores]
+        return [{"mask": m} for m in masks]
+
+    def init_state(self, module: nn.Module, orig: Tensor, mask: Tensor | None,
+                   importance_scores: Tensor | None) -> None:
+        from torch_slt.selection import keep_top
+
+        if mask is None:
+            # Called directly on one module (torch style): rank this tensor alone.
+            scores = importance_scores if importance_scores is not None else self.tensor_scores(orig)
+            mask = keep_top([scores], self.sparsity)[0]
+        self._initial_mask = mask.to(device=orig.device, dtype=torch.bool)
+
+    def tensor_scores(self, weight: Tensor) -> Tensor:
+        """Scores for a single tensor when no model-level scores are given."""
+        raise TypeError(
+            f"{type(self).__name__} needs the whole model to score; use torch_slt.apply(model, "
+            f"{type(self).name!r}, ...) or pass importance_scores="
+        )
+
+    def hard_mask(self, module: nn.Module) -> Tensor:
+        mask = module._buffers.get(self._tensor_name + "_mask")
+        if mask is None:  # during apply, before the buffer exists
+            mask = self.__dict__.pop("_initial_mask")
+        return mask.bool()
+
+
+class DetachAfterForward:
+    """Forward hook that detaches ``module.<name>`` once the forward is done.
+
+    The pre-hook leaves a tensor with autograd history in ``module.__dict__``; ``copy.deepcopy`` refuses
+    non-leaf tensors (pytorch#37322). The graph is still held by the ops that used it, so detaching the
+    attribute afterwards costs nothing and keeps deepcopy, pickling and EMA copies working.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        tensor = module.__dict__.get(self.name)
+        if tensor is not None and tensor.grad_fn is not None:
+            module.__dict__[self.name] = tensor.detach()
+
+
+def _is_detach_hook(hook: Any, name: str) -> bool:
+    return isinstance(hook, DetachAfterForward) and hook.name == name
+
+
+def pruning_hook(module: nn.Module, name: str) -> prune.BasePruningMethod | None:
+    """The torch pruning hook (any kind) acting on ``module.<name>``, or None."""
+    for hook in module._forward_pre_hooks.values():
+        if isinstance(hook, prune.BasePruningMethod) and hook._tensor_name == name:
+            return hook
+    return None
+
+
+def refuse_if_pruned(module: nn.Module, name: str) -> None:
+    hook = pruning_hook(module, name)
+    if hook is None:
+        return
+    what = getattr(type(hook), "name", "") or type(hook).__name__
+    raise AlreadyGatedError(
+        f"{type(module).__name__}.{name} is already pruned by {what!r}; a tensor is gated once. "
+        f"Call torch_slt.finalize(model) (or torch.nn.utils.prune.remove(module, {name!r})) first "
+        f"to make the current mask permanent, then apply the next method."
+    )

@@ -1,0 +1,3 @@
+"""Every method lives in its own file here; importing this package registers them all."""
+
+from torch_slt.methods import magnitude, stg  # noqa: F401

@@ -1,0 +1,41 @@
+"""Magnitude pruning at initialisation (``magnitude``): keep the weights with the largest ``|w|``.
+
+The baseline of every pruning-at-initialisation comparison: Frankle & Carbin, "The Lottery Ticket
+Hypothesis", ICLR 2019 (https://arxiv.org/abs/1803.03635), and Tanaka et al., "Pruning neural networks
+without any data by iteratively conserving synaptic flow" (SynFlow), NeurIPS 2020, whose ``Mag`` pruner
+this follows (global scope by default).
+
+Example:
+    >>> import torch, torch_slt
+    >>> layer = torch.nn.Linear(4, 1, bias=False)
+    >>> with torch.no_grad():
+    ...     layer.weight.copy_(torch.tensor([[0.1, -3.0, 0.2, 2.0]]))
+    >>> layer = torch_slt.apply(layer, "magnitude", sparsity=0.5)
+    >>> layer.weight_mask
+    tensor([[False,  True, False,  True]])
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from torch_slt.base import FixedMaskMethod
+from torch_slt.registry import register_method
+
+
+@register_method("magnitude")
+class Magnitude(FixedMaskMethod):
+    """Keep the ``1 - sparsity`` fraction of weights with the largest absolute value.
+
+    Args:
+        sparsity: fraction of weights removed, in [0, 1). Required.
+        scope: ``"global"`` (default) ranks all targeted tensors together; ``"layer"`` each alone.
+    """
+
+    description = "keep the largest |w| (global or per layer), chosen once at apply"
+
+    def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
+        return [module.weight.detach().abs() for _, module in targets]
+
+    def tensor_scores(self, weight: Tensor) -> Tensor:
+        return weight.detach().abs()

@@ -1,0 +1,99 @@
+"""Sparsity reports: overall and per gated tensor, before and after finalize."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from torch_slt.api import _HISTORY_ATTR, _qualify, gated_tensors
+from torch_slt.targets import is_default_target
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """One gated tensor: ``kept`` of ``total`` weights survive the hard mask."""
+
+    name: str
+    shape: tuple[int, ...]
+    kept: int
+    total: int
+    method: str | None
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of the tensor's weights removed."""
+        return 1.0 - self.kept / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """The hard-mask sparsity of a model: ``sparsity`` is the fraction of gated weights removed."""
+
+    layers: list[LayerSparsity] = field(default_factory=list)
+
+    @property
+    def kept(self) -> int:
+        return sum(r.kept for r in self.layers)
+
+    @property
+    def total(self) -> int:
+        return sum(r.total for r in self.layers)
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.kept / self.total if self.total else 0.0
+
+    def to_dict(self) -> dict:
+        """JSON-ready: overall numbers and one dict per tensor."""
+        return {
+            "sparsity": self.sparsity, "kept": self.kept, "total": self.total,
+            "layers": [{**asdict(r), "shape": list(r.shape), "sparsity": r.sparsity} for r in self.layers],
+        }
+
+    def to_markdown(self) -> str:
+        """A markdown table, one row per tensor plus a total row."""
+        lines = ["| tensor | shape | method | kept | total | sparsity |", "|---|---|---|---:|---:|---:|"]
+        for r in self.layers:
+            shape = "x".join(map(str, r.shape))
+            lines.append(f"| {r.name} | {shape} | {r.method or '-'} | {r.kept} | {r.total} "
+                         f"| {r.sparsity:.2%} |")
+        lines.append(f"| **total** | | | {self.kept} | {self.total} | {self.sparsity:.2%} |")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+
+def report(model: nn.Module) -> SparsityReport:
+    """Sparsity of ``model``'s hard masks, overall and per gated tensor.
+
+    On a gated model the rows come from the hard masks. After :func:`~torch_slt.finalize` (or on a
+    model that loaded a finalized ticket) they count the zeros of the tensors that were gated, or of
+    every default target layer's weight when the model carries no record.
+
+    Example:
+        >>> import torch, torch_slt
+        >>> model = torch_slt.apply(torch.nn.Linear(10, 10), "magnitude", sparsity=0.3)
+        >>> round(torch_slt.report(model).sparsity, 2)
+        0.3
+    """
+    rows = []
+    with torch.no_grad():
+        for module_name, module, hook in gated_tensors(model):
+            mask = hook.hard_mask(module)
+            rows.append(LayerSparsity(_qualify(module_name, hook._tensor_name), tuple(mask.shape),
+                                      int(mask.sum()), mask.numel(), type(hook).name))
+        if rows:
+            return SparsityReport(rows)
+        params = dict(model.named_parameters())
+        history = model.__dict__.get(_HISTORY_ATTR) or {
+            _qualify(n, "weight"): None for n, m in model.named_modules()
+            if is_default_target(m) and isinstance(m._parameters.get("weight"), nn.Parameter)}
+        for name, method in history.items():
+            if name in params:
+                weight = params[name]
+                rows.append(LayerSparsity(name, tuple(weight.shape), int(torch.count_nonzero(weight)),
+                                          weight.numel(), method))
+    return SparsityReport(rows)
