@@ -23,6 +23,11 @@ def is_default_target(module: nn.Module) -> bool:
                for c in type(module).__mro__)
 
 
+def has_weight(module: nn.Module) -> bool:
+    """Whether ``module`` owns a ``weight`` Parameter (or had one, now gated as ``weight_orig``)."""
+    return isinstance(module._parameters.get("weight"), nn.Parameter) or "weight_orig" in module._parameters
+
+
 def _name_matches(pattern: str, name: str) -> bool:
     if name == pattern or name.endswith("." + pattern):
         return True
@@ -59,8 +64,8 @@ def select_targets(model: nn.Module, targets: Selector = None,
                    exclude: Selector = None) -> list[tuple[str, nn.Module]]:
     """The ``(name, module)`` pairs to gate, in ``named_modules`` order, each module once.
 
-    With ``targets=None`` every default layer type is selected. A module named explicitly must own a
-    ``weight`` Parameter.
+    With ``targets=None`` every default layer type is selected. Only modules that own a ``weight``
+    Parameter are considered.
     """
     _check_selector(targets, "targets")
     _check_selector(exclude, "exclude")
@@ -70,6 +75,9 @@ def select_targets(model: nn.Module, targets: Selector = None,
         exclude = list(exclude)
     selected = []
     for name, module in model.named_modules():
+        # Only modules that own a weight are candidates, so a regex or a callable never sees the rest.
+        if not has_weight(module):
+            continue
         if targets is None:
             if not is_default_target(module):
                 continue
@@ -77,12 +85,6 @@ def select_targets(model: nn.Module, targets: Selector = None,
             continue
         if exclude is not None and matches(exclude, name, module):
             continue
-        if not isinstance(module._parameters.get("weight"), nn.Parameter):
-            if targets is None:
-                continue
-            raise TypeError(
-                f"apply(): target {name!r} ({type(module).__name__}) has no 'weight' Parameter to gate"
-            )
         selected.append((name, module))
     if not selected:
         raise NoTargetsError(_no_match_message(model, targets, exclude))
@@ -90,8 +92,7 @@ def select_targets(model: nn.Module, targets: Selector = None,
 
 
 def _no_match_message(model: nn.Module, targets: Selector, exclude: Selector) -> str:
-    candidates = [n for n, m in model.named_modules()
-                  if n and isinstance(m._parameters.get("weight"), nn.Parameter)]
+    candidates = [n for n, m in model.named_modules() if n and has_weight(m)]
     shown = ", ".join(candidates[:10]) + (", ..." if len(candidates) > 10 else "")
     if not candidates:
         return (f"apply(): {type(model).__name__} has no submodule with a 'weight' Parameter to gate")
