@@ -60,7 +60,8 @@ def check_kwargs(cls: type, kwargs: dict[str, Any], extra: Iterable[str] = ()) -
     params = inspect.signature(cls.__init__).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    accepted = [n for n in params if n != "self"] + list(extra)
+    # Underscore names are handed over internally (by a method's plan()), never by users.
+    accepted = [n for n in params if n != "self" and not n.startswith("_")] + list(extra)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise TypeError(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +40,11 @@ def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: S
     Raises:
         UnknownMethodError, TypeError, ValueError, NoTargetsError, AlreadyGatedError: on bad input;
         the model is then left exactly as it was.
+        UnsupportedModelError: a target's weight is tied to another module's (the same Parameter).
+
+    A target whose weight another module reads in its own ``forward`` (``nn.MultiheadAttention``'s
+    ``out_proj``, ``nn.TransformerEncoderLayer``'s fast path) is also refreshed before that module
+    runs; see :mod:`torch_slt.checks`.
 
     Example:
         >>> import torch, torch_slt
@@ -56,18 +61,37 @@ def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: S
         raise TypeError(f"apply(): freeze must be True, False or None, got {freeze!r}")
     prototype = cls(**kwargs)  # validates the hyperparameters before the model is touched
     selected = select_targets(model, targets, exclude)
+    readers = _check_selected(model, selected)
+    extras = dict(zip((id(m) for _, m in selected), prototype.plan(model, selected)))
+    return _gate(model, cls, selected, readers,
+                 lambda name, module: cls.apply(module, "weight", **kwargs, **extras[id(module)]),
+                 cls.learned if freeze is None else freeze)
+
+
+def _check_selected(model: nn.Module, selected: list[tuple[str, nn.Module]]) -> list:
+    """Refuse targets that cannot be gated safely (already pruned, tied); find outside readers."""
+    from torch_slt.checks import check_targets
+
     for name, module in selected:
         try:
             refuse_if_pruned(module, "weight")
         except AlreadyGatedError as err:
             raise AlreadyGatedError(f"apply(): module {name!r}: {err}") from None
-    extras = prototype.plan(model, selected)
+    return check_targets(model, selected)
+
+
+def _gate(model: nn.Module, cls: type[SLTMethod], selected: list[tuple[str, nn.Module]], readers: list,
+          install: Callable[[str, nn.Module], SLTMethod], freeze: bool) -> nn.Module:
+    """Gate every selected module with ``install(name, module) -> hook``: all of them or none."""
+    from torch_slt.checks import install_readers
+
     applied: list[tuple[nn.Module, SLTMethod, nn.Parameter]] = []
     try:
-        for (name, module), extra in zip(selected, extras):
+        for name, module in selected:
             orig = module.weight
-            applied.append((module, cls.apply(module, "weight", **kwargs, **extra), orig))
-        if cls.learned if freeze is None else freeze:
+            applied.append((module, install(name, module), orig))
+        install_readers(readers, {id(module): hook for module, hook, _ in applied})
+        if freeze:
             _freeze_non_gates(model)
     except BaseException:
         for module, hook, orig in reversed(applied):
@@ -76,6 +100,13 @@ def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: S
     history = model.__dict__.setdefault(_HISTORY_ATTR, {})
     history.update({_qualify(n, "weight"): cls.name for n, _ in selected})
     return model
+
+
+def _apply_with(model: nn.Module, cls: type[SLTMethod], targets: Selector, *, freeze: bool,
+                install: Callable[[str, nn.Module], SLTMethod]) -> nn.Module:
+    """:func:`apply` with a custom per-module ``install`` (used to re-create gates from a checkpoint)."""
+    selected = select_targets(model, targets)
+    return _gate(model, cls, selected, _check_selected(model, selected), install, freeze)
 
 
 def _freeze_non_gates(model: nn.Module) -> None:
@@ -135,17 +166,41 @@ def penalty(model: nn.Module) -> Tensor:
     so with one ``lam`` this is ``lam`` times the expected fraction of those weights kept. It is
     computed in float32 at least, is differentiable in the gates only, and is a zero tensor when the
     model has no such gates.
+
+    Gates applied with a ``sparsity`` target (``apply(model, "stg", sparsity=0.9)``) adapt their
+    ``lam``: each call made in training mode with autograd enabled first takes one step on lam
+    (see :mod:`torch_slt.methods._gates`), so call it once per optimisation step, as part of the loss.
     """
+    gated = [(module, hook) for _, module, hook in gated_tensors(model)]
+    _step_sparsity_targets(gated)
     terms, total = [], 0
-    for _, module, hook in gated_tensors(model):
-        prob = hook.prob_nonzero(module)
-        if prob is None:
+    for module, hook in gated:
+        expected = hook.expected_kept(module)
+        if expected is None:
             continue
-        terms.append(hook.lam * prob.sum(dtype=torch.promote_types(prob.dtype, torch.float32)))
-        total += prob.numel()
+        kept, count = expected
+        lam = hook.penalty_lam(module) if hasattr(hook, "penalty_lam") else hook.lam
+        term = lam * kept
+        if hasattr(term, "full_tensor"):
+            # FSDP2 shards the gates into DTensors outside forward: all-reduce the partial sum
+            # (differentiably) so the penalty is a plain tensor that adds to the task loss.
+            term = term.full_tensor()
+        terms.append(term)
+        total += count
     if not terms:
         return torch.zeros((), device=_device_of(model))
     return torch.stack(terms).sum() / total
+
+
+def _step_sparsity_targets(gated: list[tuple[nn.Module, SLTMethod]]) -> None:
+    """One lam update per sparsity target (shared by the tensors of one ``apply`` call)."""
+    groups: dict[int, tuple[Any, list]] = {}
+    for module, hook in gated:
+        target = getattr(hook, "sparsity_target", None)
+        if target is not None:
+            groups.setdefault(id(target), (target, []))[1].append((module, hook))
+    for target, members in groups.values():
+        target.step(members)
 
 
 def finalize(model: nn.Module) -> nn.Module:

@@ -56,6 +56,18 @@ class SLTMethod(prune.BasePruningMethod):
         """P(gate != 0) per weight, differentiable in the gates; ``None`` for methods without one."""
         return None
 
+    def expected_kept(self, module: nn.Module) -> tuple[Tensor, int] | None:
+        """``(sum of P(gate != 0), number of gates)``, this tensor's share of :func:`torch_slt.penalty`.
+
+        ``None`` for methods without a penalty. The default sums :meth:`prob_nonzero` in float32 at
+        least; a method may hand out a term its forward already computed (``stg`` does, so that the
+        penalty's gradient is computed inside the gate's own backward).
+        """
+        prob = self.prob_nonzero(module)
+        if prob is None:
+            return None
+        return prob.sum(dtype=torch.promote_types(prob.dtype, torch.float32)), prob.numel()
+
     def init_state(self, module: nn.Module, orig: Tensor, mask: Tensor | None,
                    importance_scores: Tensor | None) -> None:
         """Register the method's own tensors on ``module`` (called once, inside ``apply``)."""
@@ -78,14 +90,22 @@ class SLTMethod(prune.BasePruningMethod):
         whole model); otherwise the method derives it from ``importance_scores`` or its own state.
         If anything fails the module is restored exactly as it was.
         """
-        refuse_if_pruned(module, name)
-        orig = getattr(module, name, None)
-        if not isinstance(orig, nn.Parameter):
-            raise TypeError(
-                f"{cls.__name__}.apply(): {type(module).__name__}.{name} must be an nn.Parameter, "
-                f"got {type(orig).__name__}"
-            )
+        _check_gateable(cls, module, name)
         method = cls(*args, **kwargs)
+        return method._install(module, name, importance_scores=importance_scores, mask=mask)
+
+    def _install(self, module: nn.Module, name: str, *, importance_scores: Tensor | None = None,
+                 mask: Tensor | None = None) -> SLTMethod:
+        """Install this already-built method on ``module.<name>``; the body of :meth:`apply`.
+
+        Also used to re-create a gate from a checkpoint without re-running the method's constructor
+        (:func:`torch_slt.load_state_dict`).
+        """
+        from torch_slt.checkpoint import GateMetadata
+
+        _check_gateable(type(self), module, name)
+        orig = module._parameters[name]
+        method = self
         method._tensor_name = name
         method._param_order = list(module._parameters)
         try:
@@ -94,9 +114,14 @@ class SLTMethod(prune.BasePruningMethod):
             method.init_state(module, orig, mask, importance_scores)
             module.register_buffer(name + "_mask", method.hard_mask(module).detach().clone())
             with torch.no_grad():
-                setattr(module, name, method.apply_mask(module))
+                # The hard-masked weight until the first forward: no noise drawn, so apply leaves
+                # the global RNG alone; the pre-hook computes the train-mode weight itself.
+                setattr(module, name, SLTMethod.apply_mask(method, module))
             module.register_forward_pre_hook(method)
             module.register_forward_hook(DetachAfterForward(name))
+            # Public since torch 2.5 or so; the private twin has the same signature before that.
+            getattr(module, "register_state_dict_post_hook", module._register_state_dict_hook)(
+                GateMetadata(method))
         except BaseException:
             method._undo(module, orig)
             raise
@@ -138,6 +163,12 @@ class SLTMethod(prune.BasePruningMethod):
                 del module._forward_pre_hooks[key]
         for key in [k for k, h in module._forward_hooks.items() if _is_detach_hook(h, name)]:
             del module._forward_hooks[key]
+        # Helper hooks this gate owns: its state_dict metadata hook, and the refresh hooks that
+        # torch_slt.checks installs on modules that read this weight in their own forward.
+        for hooked in [module, *self.__dict__.pop("_hooked_modules", [])]:
+            for hooks in (hooked._forward_pre_hooks, hooked._forward_hooks, hooked._state_dict_hooks):
+                for key in [k for k, h in hooks.items() if getattr(h, "owner", None) is self]:
+                    del hooks[key]
         module._parameters[name] = orig
         order = getattr(self, "_param_order", None)
         if order:
@@ -166,6 +197,12 @@ class LearnedMaskMethod(SLTMethod):
     def apply_mask(self, module: nn.Module) -> Tensor:
         name = self._tensor_name
         orig = getattr(module, name + "_orig")
+        for field in self.fields:
+            gate = module._parameters[f"{name}_{field}"]
+            if gate.dtype in (torch.float16, torch.bfloat16):
+                # model.half() / .to(bfloat16) after apply cast the gates too; small optimizer steps
+                # would round away in 16 bits, so gates go back to float32 (same Parameter object).
+                gate.data = gate.data.float()
         mask = module._buffers.get(name + "_mask")
         if mask is not None:
             with torch.no_grad():
@@ -245,12 +282,22 @@ class DetachAfterForward:
 
     def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
         tensor = module.__dict__.get(self.name)
-        if tensor is not None and tensor.grad_fn is not None:
+        if tensor is not None and tensor.requires_grad:  # (not grad_fn: dynamo cannot trace it)
             module.__dict__[self.name] = tensor.detach()
 
 
 def _is_detach_hook(hook: Any, name: str) -> bool:
     return isinstance(hook, DetachAfterForward) and hook.name == name
+
+
+def _check_gateable(cls: type, module: nn.Module, name: str) -> None:
+    refuse_if_pruned(module, name)
+    orig = getattr(module, name, None)
+    if not isinstance(orig, nn.Parameter):
+        raise TypeError(
+            f"{cls.__name__}.apply(): {type(module).__name__}.{name} must be an nn.Parameter, "
+            f"got {type(orig).__name__}"
+        )
 
 
 def pruning_hook(module: nn.Module, name: str) -> prune.BasePruningMethod | None:

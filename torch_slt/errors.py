@@ -21,3 +21,23 @@ class AlreadyGatedError(SLTError, ValueError):
 
 class NotGatedError(SLTError, ValueError):
     """The model carries no torch_slt gate where one was expected."""
+
+
+class UnknownModelError(SLTError, ValueError):
+    """The model name is not in the zoo (or not a timm model)."""
+
+
+class UnknownDatasetError(SLTError, ValueError):
+    """The dataset name is not one torch_slt can load."""
+
+
+class DatasetNotFoundError(SLTError, FileNotFoundError):
+    """The dataset files are not where they were looked for; the message says where and how to get them."""
+
+
+class TicketMismatchError(SLTError, ValueError):
+    """A compact ticket does not fit the weights this installation generates (or the model given)."""
+
+
+class UnsupportedModelError(SLTError, ValueError):
+    """The model uses a targeted weight in a way a gate cannot follow (e.g. tied to another module)."""

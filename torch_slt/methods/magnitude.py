@@ -9,7 +9,7 @@ Example:
     >>> import torch, torch_slt
     >>> layer = torch.nn.Linear(4, 1, bias=False)
     >>> with torch.no_grad():
-    ...     layer.weight.copy_(torch.tensor([[0.1, -3.0, 0.2, 2.0]]))
+    ...     _ = layer.weight.copy_(torch.tensor([[0.1, -3.0, 0.2, 2.0]]))
     >>> layer = torch_slt.apply(layer, "magnitude", sparsity=0.5)
     >>> layer.weight_mask
     tensor([[False,  True, False,  True]])
@@ -30,6 +30,10 @@ class Magnitude(FixedMaskMethod):
     Args:
         sparsity: fraction of weights removed, in [0, 1). Required.
         scope: ``"global"`` (default) ranks all targeted tensors together; ``"layer"`` each alone.
+
+    Exactly ``keep_count(total, sparsity)`` weights are kept (ties broken by selection).
+    ``torch_slt.apply`` leaves ``freeze=False`` for this method (the kept weights are meant to be trained
+    afterwards); ``freeze=True`` makes it a strong-ticket baseline.
     """
 
     description = "keep the largest |w| (global or per layer), chosen once at apply"

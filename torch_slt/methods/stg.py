@@ -33,61 +33,129 @@ import math
 import torch
 from torch import Tensor, nn
 
-from torch_slt._validation import check_nonnegative, check_positive, check_probability
-from torch_slt.base import LearnedMaskMethod
+from torch_slt._validation import check_positive
+from torch_slt.methods._gates import DEFAULT_LAM_LR, GateMethod, SparsityTarget
 from torch_slt.registry import register_method
 
 
 class _GaussianGate(torch.autograd.Function):
-    """``weight * clamp(mu + sigma * noise, 0, 1)`` that saves a boolean for backward.
+    """``weight * clamp(mu + sigma * noise, 0, 1)`` and this tensor's penalty term, in one autograd node.
+
+    Outputs the gated weight and the sum of ``Phi(mu / sigma)`` (the expected number of gates
+    kept, which :func:`torch_slt.penalty` uses through :meth:`StochasticGates.expected_kept`). One node
+    for both means the penalty's gradient is added to ``mu``'s in the gate's own backward, when the
+    backward reaches this layer: no separate gradient tensor allocated at the start of the backward
+    (while every activation is still alive) and no extra accumulation pass.
 
     Autograd would keep the float gate and the clamp's own mask; the gradient to ``mu`` only needs to
     know where the gate was strictly inside (0, 1), so one byte per weight is saved instead.
     """
 
     @staticmethod
-    def forward(ctx, weight: Tensor, mu: Tensor, sigma: float) -> Tensor:
-        gate = torch.randn_like(mu).mul_(sigma).add_(mu)   # noise drawn and shifted in place
-        inside = (gate > 0) & (gate < 1)
+    def forward(ctx, weight: Tensor, mu: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+        ctx.set_materialize_grads(False)
+        gate = torch.randn_like(mu)
+        torch.add(mu, gate, alpha=sigma, out=gate)   # mu + sigma * noise in one pass, in place
+        inside = gate > 0
+        inside &= gate < 1
         gate.clamp_(0, 1)
-        ctx.save_for_backward(weight, inside, gate if ctx.needs_input_grad[0] else None)
-        ctx.mu_dtype = mu.dtype
-        return weight * gate.to(weight.dtype)
+        if ctx.needs_input_grad[1]:
+            kept = _phi(mu, sigma).sum(dtype=torch.promote_types(mu.dtype, torch.float32))
+        else:
+            kept = torch.zeros((), dtype=torch.promote_types(mu.dtype, torch.float32), device=mu.device)
+        ctx.save_for_backward(weight, mu, inside, gate if ctx.needs_input_grad[0] else None)
+        ctx.sigma = sigma
+        return weight * gate.to(weight.dtype), kept
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        weight, inside, gate = ctx.saved_tensors
+    def backward(ctx, grad_out: Tensor | None, grad_kept: Tensor | None):
+        weight, mu, inside, gate = ctx.saved_tensors
         grad_weight = grad_mu = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and grad_out is not None:
             grad_weight = grad_out * gate.to(grad_out.dtype)
         if ctx.needs_input_grad[1]:
-            grad_mu = (grad_out * weight).mul_(inside).to(ctx.mu_dtype)
+            if grad_out is not None:
+                # A uint8 view of the boolean: multiplying by a bool tensor would first copy it to floats.
+                grad_mu = (grad_out * weight).mul_(inside.view(torch.uint8)).to(mu.dtype)
+            if grad_kept is not None:
+                density = _density(mu, ctx.sigma)
+                grad_mu = density.mul_(grad_kept) if grad_mu is None else grad_mu.addcmul_(density, grad_kept)
         return grad_weight, grad_mu, None
 
 
+def _graph_alive(t: Tensor) -> bool:
+    """Whether back-propagating through ``t`` is still possible (its node's saved tensors not freed)."""
+    node = t.grad_fn
+    if node is None:
+        return False
+    try:
+        node.saved_tensors
+    except RuntimeError:  # freed by a backward that already ran through it
+        return False
+    except AttributeError:  # a node that keeps no saved tensors
+        return True
+    return True
+
+
+def _phi(mu: Tensor, sigma: float) -> Tensor:
+    """``Phi(mu / sigma) = erfc(-mu / (sigma sqrt 2)) / 2`` (a new tensor, no autograd)."""
+    return torch.mul(mu, -1.0 / (sigma * math.sqrt(2.0))).erfc_().mul_(0.5)
+
+
+def _density(mu: Tensor, sigma: float) -> Tensor:
+    """``d Phi(mu / sigma) / d mu = exp(-mu^2 / (2 sigma^2)) / (sigma sqrt(2 pi))`` in two passes."""
+    log_c = torch.tensor(-math.log(sigma * math.sqrt(2.0 * math.pi)), dtype=mu.dtype, device=mu.device)
+    return torch.addcmul(log_c, mu, mu, value=-0.5 / (sigma * sigma)).exp_()
+
+
+class _GaussianCdf(torch.autograd.Function):
+    """``Phi(mu / sigma) = erfc(-mu / (sigma sqrt 2)) / 2``, keeping only ``mu`` for backward.
+
+    ``torch.special.ndtr`` is several times slower on CPUs, returns 0 in float32 from about
+    ``mu / sigma < -5.5``, and its autograd keeps a float intermediate; the derivative
+    ``exp(-mu^2 / (2 sigma^2)) / (sigma sqrt(2 pi))`` is recomputed from ``mu`` in backward.
+    """
+
+    @staticmethod
+    def forward(ctx, mu: Tensor, sigma: float) -> Tensor:
+        ctx.save_for_backward(mu)
+        ctx.sigma = sigma
+        return _phi(mu, sigma)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (mu,) = ctx.saved_tensors
+        return _density(mu, ctx.sigma).mul_(grad), None
+
+
 @register_method("stg")
-class StochasticGates(LearnedMaskMethod):
+class StochasticGates(GateMethod):
     """Gaussian stochastic gates on every weight; see the module docstring.
 
     Args:
         lam: penalty weight; :func:`torch_slt.penalty` returns ``lam`` times the expected fraction of
-            gated weights kept. Default 0.1, the reference default.
+            gated weights kept. Default 0.1, the reference default. With ``sparsity`` it is the
+            initial multiplier (default 0).
         sigma: standard deviation of the gate noise (0.5).
         mu_init: initial value of every ``mu`` (0.5).
         threshold: keep a weight when ``P(z != 0) = Phi(mu / sigma)`` exceeds this (0.5, i.e. mu > 0).
+        sparsity: target fraction of weights removed, in [0, 1). When given, ``lam`` is adapted at
+            every :func:`torch_slt.penalty` call in training mode so that the hard mask reaches it
+            (see :mod:`torch_slt.methods._gates`). Default None: ``lam`` stays fixed.
+        lam_lr: relative step size of that adaptation (0.3).
     """
 
     description = "Gaussian stochastic gates (Yamada et al. 2020): z = clamp(mu + N(0, sigma^2), 0, 1)"
     fields = ("mu",)
 
-    def __init__(self, lam: float = 0.1, sigma: float = 0.5, mu_init: float = 0.5,
-                 threshold: float = 0.5) -> None:
-        self.lam = check_nonnegative("lam", lam, "stg")
+    def __init__(self, lam: float | None = None, sigma: float = 0.5, mu_init: float = 0.5,
+                 threshold: float = 0.5, sparsity: float | None = None, lam_lr: float = DEFAULT_LAM_LR,
+                 _target: SparsityTarget | None = None) -> None:
+        super().__init__(lam=lam, threshold=threshold, sparsity=sparsity, lam_lr=lam_lr, _target=_target)
         self.sigma = check_positive("sigma", sigma, "stg")
         self.mu_init = float(mu_init)
         if not math.isfinite(self.mu_init):
             raise ValueError(f"stg: mu_init={mu_init!r} must be a finite number")
-        self.threshold = check_probability("threshold", threshold, "stg")
         # P(z != 0) > threshold  <=>  mu > sigma * Phi^{-1}(threshold); computed once, not per step.
         self._mu_cut = self.sigma * float(torch.special.ndtri(torch.tensor(self.threshold, dtype=torch.float64)))
 
@@ -96,13 +164,39 @@ class StochasticGates(LearnedMaskMethod):
         dtype = torch.promote_types(orig.dtype, torch.float32)
         mu = torch.full(orig.shape, self.mu_init, dtype=dtype, device=orig.device)
         module.register_parameter(f"{self._tensor_name}_mu", nn.Parameter(mu))
+        self.init_target_state(module, orig)
 
     def relaxed_weight(self, module: nn.Module, orig: Tensor) -> Tensor:
-        return _GaussianGate.apply(orig, self.field(module, "mu"), self.sigma)
+        mu = self.field(module, "mu")
+        weight, kept = _GaussianGate.apply(orig, mu, self.sigma)
+        if kept.requires_grad:
+            # This forward's penalty term, for expected_kept (see _GaussianGate).
+            self._pending_kept = (kept, mu, mu._version)
+        return weight
+
+    def expected_kept(self, module: nn.Module) -> tuple[Tensor, int]:
+        """The term the last train-mode forward computed with the gates, if still usable, else fresh.
+
+        Usable: ``mu`` is the same tensor, unchanged since that forward, and that forward's backward
+        has not run yet. Each term is handed out once.
+        """
+        mu = self.field(module, "mu")
+        pending = self.__dict__.pop("_pending_kept", None)
+        if pending is not None and torch.is_grad_enabled():
+            kept, mu_then, version = pending
+            if mu_then is mu and version == mu._version and _graph_alive(kept):
+                return kept, mu.numel()
+        return super().expected_kept(module)
+
+    def __getstate__(self) -> dict:
+        # The pending term holds an autograd graph: never copied, pickled or deep-copied.
+        state = dict(self.__dict__)
+        state.pop("_pending_kept", None)
+        return state
 
     def hard_mask(self, module: nn.Module) -> Tensor:
         return self.field(module, "mu").detach() > self._mu_cut
 
     def prob_nonzero(self, module: nn.Module) -> Tensor:
         mu = self.field(module, "mu")
-        return torch.special.ndtr(mu.to(torch.promote_types(mu.dtype, torch.float32)) / self.sigma)
+        return _GaussianCdf.apply(mu.to(torch.promote_types(mu.dtype, torch.float32)), self.sigma)

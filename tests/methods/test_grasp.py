@@ -1,0 +1,119 @@
+"""grasp: scores equal w * (finite-difference Hessian-gradient product); sign convention; bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import torch_slt
+from _fixed import batch as image_batch
+from _fixed import check_apply_preserves_state, check_bad_input, stateful_net
+from torch_slt.selection import keep_top
+from torch_slt.targets import select_targets
+
+
+def tiny() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+
+
+def data(seed: int = 0, n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
+
+
+def weight_grads(model: nn.Module, batches, temperature: float) -> list[torch.Tensor]:
+    """The gradient of sum_b L_b(logits / T) with respect to the Linear weights (not the biases)."""
+    weights = [model[0].weight, model[2].weight]
+    loss = sum(nn.functional.cross_entropy(model(x) / temperature, y) for x, y in batches)
+    return [g.detach() for g in torch.autograd.grad(loss, weights)]
+
+
+def finite_difference_scores(model: nn.Module, batches, temperature: float,
+                             step: float = 1e-4) -> list[torch.Tensor]:
+    """w * Hg by central differences of the gradient along u = g / |g|:
+    Hg = |g| (grad(w + h u) - grad(w - h u)) / (2 h)."""
+    weights = [model[0].weight, model[2].weight]
+    g = weight_grads(model, batches, temperature)
+    norm = float(torch.sqrt(sum((gi ** 2).sum() for gi in g)))
+    eps = step / norm  # w +- eps g moves the weights by exactly step
+    originals = [w.detach().clone() for w in weights]
+    grads_at = {}
+    for sign in (1, -1):
+        with torch.no_grad():
+            for w, w0, gi in zip(weights, originals, g):
+                w.copy_(w0 + sign * eps * gi)
+        grads_at[sign] = weight_grads(model, batches, temperature)
+    with torch.no_grad():
+        for w, w0 in zip(weights, originals):
+            w.copy_(w0)
+    hg = [(a - b) / (2 * eps) for a, b in zip(grads_at[1], grads_at[-1])]
+    return [w0 * h for w0, h in zip(originals, hg)]
+
+
+def grasp_scores(model: nn.Module, **kwargs) -> list[torch.Tensor]:
+    return torch_slt.get_method("grasp")(**kwargs).scores(model, select_targets(model))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 200.0])
+def test_scores_equal_finite_difference_hessian_gradient_product(temperature):
+    model = tiny()
+    batch = data()
+    expected = finite_difference_scores(model, [batch], temperature)
+    got = grasp_scores(model, sparsity=0.5, data=batch, temperature=temperature)
+    for e, s in zip(expected, got):
+        assert e.abs().max() > 0
+        torch.testing.assert_close(s, e, rtol=1e-5, atol=1e-7 * float(e.abs().max()))
+
+
+def test_default_temperature_is_200_and_batches_are_summed():
+    model = tiny()
+    batches = [data(seed=0), data(seed=1)]
+    expected = finite_difference_scores(model, batches, 200.0)
+    for source in (batches, iter(batches)):   # an iterator is read twice: it is collected first
+        got = grasp_scores(model, sparsity=0.5, data=source)
+        for e, s in zip(expected, got):
+            torch.testing.assert_close(s, e, rtol=1e-5, atol=1e-7 * float(e.abs().max()))
+
+
+def test_mask_keeps_the_largest_signed_scores():
+    model = tiny()
+    batch = data()
+    scores = finite_difference_scores(model, [batch], 200.0)
+    assert min(float(s.min()) for s in scores) < 0 < max(float(s.max()) for s in scores)
+    torch_slt.apply(model, "grasp", sparsity=0.5, data=batch)
+    expected = keep_top(scores, 0.5)
+    assert [model[0].weight_mask.tolist(), model[2].weight_mask.tolist()] == [e.tolist() for e in expected]
+    # The most negative score is removed; the most positive kept (reference sign convention).
+    flat = torch.cat([s.reshape(-1) for s in scores])
+    masks = torch.cat([model[0].weight_mask.reshape(-1), model[2].weight_mask.reshape(-1)])
+    assert not masks[flat.argmin()] and masks[flat.argmax()]
+
+
+def test_layer_scope_hits_the_count_per_tensor():
+    model = torch_slt.apply(tiny(), "grasp", sparsity=0.7, data=data(), scope="layer")
+    assert int(model[0].weight_mask.sum()) == 12 - round(0.7 * 12)
+    assert int(model[2].weight_mask.sum()) == 12 - round(0.7 * 12)
+
+
+def test_apply_leaves_everything_else_unchanged():
+    check_apply_preserves_state("grasp", sparsity=0.5, data=image_batch())
+
+
+def test_missing_data_raises_with_the_fix():
+    check_bad_input("grasp", stateful_net(), TypeError, "data is required", sparsity=0.5)
+
+
+def test_wrong_shape_data_raises_and_leaves_model_unchanged():
+    bad = (torch.randn(4, 3, 5), torch.randint(0, 3, (4,)))
+    check_bad_input("grasp", stateful_net(), ValueError, r"expects inputs shaped \(N, 3, H, W\)",
+                    sparsity=0.5, data=bad)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"sparsity": 1.0}, ValueError, "sparsity"),
+    ({"sparsity": 0.5, "temperature": 0.0}, ValueError, "temperature"),
+])
+def test_bad_hyperparameters_raise_and_leave_model_unchanged(kwargs, error, match):
+    check_bad_input("grasp", stateful_net(), error, match, data=image_batch(), **kwargs)

@@ -1,0 +1,40 @@
+"""The benchmark scripts run end to end (tiny settings; the numbers themselves are not checked here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> str:
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_speed_script_prints_every_learned_row(tmp_path):
+    out = _run("bench/speed.py", "--quick", "--models", "lenet300", "--skip", "scaling,scoring",
+               "--repeats", "1", "--min-block", "0.01", "--out", str(tmp_path / "speed"))
+    for row in ("| dense |", "| stg |", "| edgepopup (reference sort) |"):
+        assert row in out
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    rows = saved["models"][0]["rows"]
+    assert rows[0]["row"] == "dense" and rows[0]["ratio"] == 1.0
+    assert all(r["peak_bytes"] > 0 and r["median_s"] > 0 for r in rows)
+
+
+def test_tickets_script_writes_table_json_and_plot(tmp_path):
+    stem = tmp_path / "tickets"
+    _run("bench/tickets.py", "--quick", "--methods", "stg,magnitude", "--sparsities", "0.9", "--epochs", "1",
+         "--no-dense", "--out", str(stem))
+    table = stem.with_suffix(".md").read_text()
+    assert "| stg |" in table and "| magnitude (frozen) |" in table and "| magnitude (weights trained) |" in table
+    rows = json.loads(stem.with_suffix(".json").read_text())["rows"]
+    assert {(r["method"], r["kind"]) for r in rows} == {("stg", "learned"), ("magnitude", "frozen"),
+                                                       ("magnitude", "trained")}
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in rows)
+    assert stem.with_suffix(".png").exists()

@@ -1,0 +1,149 @@
+"""torch_slt.train: defaults table, what fit trains, exact resume, evaluate."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import torch_slt
+from torch_slt.train import METHOD_DEFAULTS, TrainConfig, evaluate, fit, method_defaults
+
+
+def _data(n=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    return TensorDataset(x, y)
+
+
+def _mlp():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
+def _cfg(**kw):
+    return TrainConfig(**{"epochs": 3, "batch_size": 16, "quiet": True, **kw})
+
+
+def test_defaults_table_follows_the_references():
+    assert method_defaults("stg").optimizer == "adam" and method_defaults("stg").weight_decay == 0.0
+    ep = METHOD_DEFAULTS["edgepopup"]
+    assert (ep.optimizer, ep.lr, ep.momentum, ep.schedule) == ("sgd", 0.1, 0.9, "cosine")
+    assert ep.weight_decay > 0
+    assert method_defaults(None) is METHOD_DEFAULTS["dense"] and METHOD_DEFAULTS["dense"].optimizer == "sgd"
+    assert method_defaults("magnitude") is METHOD_DEFAULTS["fixed"]   # no row of its own: its family's
+    for name in torch_slt.list_methods():  # every registered method resolves to a complete config
+        cfg = TrainConfig().resolved(name)
+        assert cfg.optimizer in ("adam", "adamw", "sgd") and cfg.lr > 0
+
+
+def test_explicit_settings_override_the_defaults():
+    cfg = TrainConfig(lr=0.3, optimizer="sgd").resolved("stg")
+    assert (cfg.lr, cfg.optimizer, cfg.schedule) == (0.3, "sgd", "constant")
+
+
+@pytest.mark.parametrize("bad, match", [({"optimizer": "rmsprop"}, "optimizer='rmsprop'"),
+                                        ({"epochs": 0}, "epochs=0"), ({"lr": -1.0}, "lr=-1.0"),
+                                        ({"schedule": "step"}, "schedule='step'")])
+def test_bad_config_is_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**bad).resolved("stg")
+
+
+def test_fit_trains_the_gates_only():
+    model = torch_slt.apply(_mlp(), "stg", lam=0.5)
+    weights = {k: v.clone() for k, v in model.state_dict().items() if not k.endswith(("_mu", "_mask"))}
+    mu = model[0].weight_mu.clone()
+    result = fit(model, _data(), _data(seed=1), _cfg())
+    assert result.completed and [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert all(0.0 <= r["val_accuracy"] <= 1.0 and r["sparsity"] is not None for r in result.history)
+    for key, value in weights.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert not torch.equal(model[0].weight_mu, mu)
+    assert not model.training
+
+
+def test_train_weights_trains_the_weights_too():
+    model = torch_slt.apply(_mlp(), "stg", freeze=False)
+    before = model[0].weight_orig.clone()
+    fit(model, _data(), None, _cfg(train_weights=True))
+    assert not torch.equal(model[0].weight_orig, before)
+
+
+def test_an_ungated_model_is_the_dense_baseline():
+    model = _mlp()
+    before = model[2].weight.clone()
+    result = fit(model, _data(), _data(), _cfg(epochs=5))
+    assert result.method is None and result.config.optimizer == "sgd"
+    assert not torch.equal(model[2].weight, before)
+    assert evaluate(model, _data()) > 0.8
+
+
+def test_a_fixed_mask_on_frozen_weights_has_nothing_to_train():
+    model = torch_slt.apply(_mlp(), "magnitude", sparsity=0.5, freeze=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = fit(model, _data(), _data(), _cfg())
+    assert result.completed and [r["epoch"] for r in result.history] == [0]
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+class _PerItem(torch.utils.data.Dataset):
+    """A dataset without whole tensors: fit batches it with a DataLoader."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        return self.data[i]
+
+
+@pytest.mark.parametrize("wrap", [lambda d: d, _PerItem], ids=["in-memory", "dataloader"])
+def test_resume_after_an_interruption_ends_with_the_same_ticket(tmp_path, wrap):
+    train = wrap(_data())
+    torch.manual_seed(123)  # fit reseeds: the caller's RNG must not matter
+    full = torch_slt.apply(_mlp(), "stg", lam=0.5)
+    full_result = fit(full, train, _data(seed=1), _cfg(epochs=4, schedule="cosine"))
+    ckpt = tmp_path / "ckpt.pt"
+    torch.manual_seed(7)
+    part = torch_slt.apply(_mlp(), "stg", lam=0.5)
+    stopped = fit(part, train, _data(seed=1), _cfg(epochs=4, stop_after=2, schedule="cosine"),
+                  checkpoint=ckpt)
+    assert not stopped.completed and len(stopped.history) == 2 and ckpt.exists()
+    torch.manual_seed(99)  # a new process: other RNG state, fresh model
+    resumed = torch_slt.apply(_mlp(), "stg", lam=0.5)
+    result = fit(resumed, train, _data(seed=1), _cfg(epochs=4, schedule="cosine"), checkpoint=ckpt,
+                 resume=True)
+    assert result.completed and result.resumed_from == 2
+    assert result.history == full_result.history   # losses, lr schedule, val accuracy, sparsity
+    for key, value in full.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    fit(torch_slt.apply(_mlp(), "stg"), _data(), None, _cfg(stop_after=1), checkpoint=ckpt)
+    with pytest.raises(ValueError, match=r"other settings \(lr"):
+        fit(torch_slt.apply(_mlp(), "stg"), _data(), None, _cfg(lr=0.5), checkpoint=ckpt, resume=True)
+
+
+def test_evaluate_uses_eval_mode_and_restores_the_mode():
+    model = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Dropout(0.99))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(2))
+    inputs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0], [0.0, 3.0]])
+    data = TensorDataset(inputs, torch.tensor([0, 1, 1, 1]))
+    model.train()
+    assert evaluate(model, data) == 0.75   # dropout off: exact
+    assert model.training
+
+
+def test_progress_bar_shows_epochs_loss_and_sparsity(capsys):
+    model = torch_slt.apply(_mlp(), "stg")
+    fit(model, _data(), _data(), _cfg(epochs=2, quiet=False))
+    err = capsys.readouterr().err
+    assert "epoch 2/2" in err and "loss=" in err and "sparsity=" in err and "val " in err
+    fit(torch_slt.apply(_mlp(), "stg"), _data(), _data(), _cfg(epochs=1))
+    assert capsys.readouterr().err == ""   # quiet

@@ -1,0 +1,231 @@
+"""Checkpoints of gated models: load them into a fresh, ungated model; save and load files safely.
+
+A gated model's ``state_dict()`` holds ``<m>.weight_orig``, ``<m>.weight_mask`` and the method's learned
+tensors (``<m>.weight_mu`` for ``stg``) instead of ``<m>.weight``, so a fresh model cannot load it
+(pain point 2). :func:`load_state_dict` re-creates the gates from the saved keys first, then loads.
+
+**Which method and hyperparameters?** Every gated module adds one entry to the state_dict's standard
+per-module metadata (``state_dict._metadata[<m>]["torch_slt"] = {"weight": {"method": "stg",
+"config": {"lam": 0.1, "sigma": 0.5, ...}}}``), written by a ``state_dict`` post-hook that the gate
+installs. ``_metadata`` is part of every ``state_dict()`` and survives ``torch.save`` /
+``torch.load(weights_only=True)``; safetensors files keep it in their header when written with
+:func:`save_file`. The config holds the method's constructor arguments that are plain JSON values (data
+batches and callables are left out: they are only needed to *choose* a fixed mask, which the checkpoint
+already holds). When the metadata is missing (a state_dict rebuilt key by key, a file written by
+another tool), pass ``method=`` and the hyperparameters yourself.
+
+No pickle from a file is executed: :func:`load_file` uses ``safetensors`` or
+``torch.load(weights_only=True)``.
+
+Example:
+    >>> import io, torch, torch_slt
+    >>> make = lambda: torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> gated = torch_slt.apply(make(), "stg", lam=0.2)
+    >>> buf = io.BytesIO(); torch.save(gated.state_dict(), buf); _ = buf.seek(0)
+    >>> fresh = make()
+    >>> result = torch_slt.load_state_dict(fresh, torch.load(buf, weights_only=True))
+    >>> result.missing_keys, result.unexpected_keys, torch_slt.is_gated(fresh)
+    ([], [], True)
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections import OrderedDict
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from torch_slt.errors import NotGatedError
+
+METADATA_KEY = "torch_slt"
+_JSON_SCALARS = (type(None), bool, int, float, str)
+
+
+# ------------------------------------------------------------------------------------------ metadata
+def method_config(hook: Any) -> dict[str, Any]:
+    """The constructor arguments of ``hook`` that are public attributes holding plain JSON values."""
+    config = {}
+    for pname, param in inspect.signature(type(hook).__init__).parameters.items():
+        if pname == "self" or pname.startswith("_") or param.kind in (param.VAR_POSITIONAL,
+                                                                        param.VAR_KEYWORD):
+            continue
+        if not hasattr(hook, pname):
+            continue
+        value = getattr(hook, pname)
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, _JSON_SCALARS) or (isinstance(value, list)
+                                                and all(isinstance(v, _JSON_SCALARS) for v in value)):
+            config[pname] = value
+    return config
+
+
+def describe(hook: Any) -> dict[str, Any]:
+    """``{"method": name, "config": {...}}`` for one gate."""
+    return {"method": type(hook).name or type(hook).__name__, "config": method_config(hook)}
+
+
+class GateMetadata:
+    """``state_dict`` post-hook installed with every gate: records its method in ``_metadata``."""
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner          # the gating method; its _undo removes this hook
+
+    def __call__(self, module: nn.Module, state_dict: Any, prefix: str, local_metadata: dict) -> None:
+        local_metadata.setdefault(METADATA_KEY, {})[self.owner._tensor_name] = describe(self.owner)
+
+
+def saved_gates(state_dict: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{module name: {"weight": description or None}}`` for every gated tensor in ``state_dict``.
+
+    A tensor counts as gated when both ``<m>.<t>_orig`` and ``<m>.<t>_mask`` are present; its
+    description comes from the metadata (``None`` when absent).
+    """
+    metadata = getattr(state_dict, "_metadata", None) or {}
+    found: dict[str, dict[str, Any]] = {}
+    for key in state_dict:
+        if not key.endswith("_orig"):
+            continue
+        stem = key[: -len("_orig")]
+        if stem + "_mask" not in state_dict:
+            continue
+        module_name, _, tensor = stem.rpartition(".")
+        info = (metadata.get(module_name) or {}).get(METADATA_KEY, {}).get(tensor)
+        found.setdefault(module_name, {})[tensor] = info
+    return found
+
+
+# ------------------------------------------------------------------------------------------ loading
+def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], strict: bool = True, *,
+                    method: str | None = None, freeze: bool | None = None, **method_kwargs: Any):
+    """Load a checkpoint saved from a gated model into ``model``, gating it first where needed.
+
+    Modules whose tensors are gated in ``state_dict`` but not in ``model`` are gated with the method
+    and hyperparameters recorded in the checkpoint's metadata (or ``method=`` and ``**method_kwargs``,
+    which override it), then everything is loaded with ``model.load_state_dict(state_dict, strict)``.
+    Fixed masks are taken from the checkpoint as they are, so data-scored methods (SNIP, ...) need no
+    data here. A model that is already gated the same way is simply loaded.
+
+    Args:
+        model: the model to load into, gated or not (not a DDP/FSDP wrapper: pass ``ddp.module``).
+        state_dict: e.g. ``torch.load(path, weights_only=True)`` or :func:`load_file`.
+        strict: passed to ``nn.Module.load_state_dict``.
+        method: the method name, required when the checkpoint carries no torch_slt metadata.
+        freeze: as in :func:`torch_slt.apply` (default: True for learned-mask methods).
+        **method_kwargs: hyperparameters for ``method`` (override the recorded ones).
+
+    Returns:
+        The ``NamedTuple(missing_keys, unexpected_keys)`` of ``nn.Module.load_state_dict``.
+
+    Raises:
+        NotGatedError: ``state_dict`` has no gated tensor and ``method`` was given (nothing to gate).
+        ValueError: the method of a gated tensor is unknown; the message says to pass ``method=``.
+    """
+    from torch_slt import api
+    from torch_slt.base import FixedMaskMethod, pruning_hook
+    from torch_slt.registry import get_method
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"load_state_dict(): model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        raise TypeError("load_state_dict(): pass the wrapped model (ddp.module), not the DDP wrapper")
+    gates = saved_gates(state_dict)
+    if not gates and method is not None:
+        raise NotGatedError(
+            f"load_state_dict(): method={method!r} given but the state_dict has no gated tensor "
+            f"(no '<module>.weight_orig' with '<module>.weight_mask'); use model.load_state_dict()"
+        )
+    groups: dict[str, tuple[type, dict[str, Any], list[str]]] = {}
+    modules = dict(model.named_modules())
+    for module_name, tensors in gates.items():
+        for tensor, info in tensors.items():
+            if tensor != "weight":
+                raise ValueError(f"load_state_dict(): {module_name}.{tensor} is gated; torch_slt "
+                                 f"re-creates gates on 'weight' tensors only")
+            module = modules.get(module_name)
+            if module is None:
+                continue                               # left for strict loading to report
+            if pruning_hook(module, tensor) is not None:
+                continue                               # already gated: the load fills it
+            if method is None and info is None:
+                raise ValueError(
+                    f"load_state_dict(): {module_name}.{tensor} is gated in the checkpoint but its method "
+                    f"is not recorded (the state_dict lost its torch_slt metadata). Pass the method and "
+                    f"its hyperparameters: torch_slt.load_state_dict(model, sd, method='stg', lam=0.1)"
+                )
+            name = method if method is not None else info["method"]
+            config = dict(info["config"]) if info is not None and (method is None
+                                                                  or get_method(method).name
+                                                                  == info["method"]) else {}
+            config.update(method_kwargs)
+            cls = get_method(name)
+            key = json.dumps([cls.name, config], sort_keys=True, default=str)
+            groups.setdefault(key, (cls, config, []))[2].append(module_name)
+
+    for cls, config, names in groups.values():
+        wanted = set(names)
+        selector = lambda n, m, wanted=wanted: n in wanted  # noqa: E731
+        if issubclass(cls, FixedMaskMethod):
+            masks = {n: state_dict[f"{n}.weight_mask"] for n in names}
+            api._apply_with(model, cls, selector, freeze=bool(freeze),
+                            install=lambda n, m, cls=cls, config=config, masks=masks:
+                            _restore_fixed(cls, config, m, masks[n]))
+        else:
+            api.apply(model, cls, targets=selector, freeze=freeze, **config)
+    return model.load_state_dict(state_dict, strict=strict)
+
+
+def _restore_fixed(cls: type, config: dict[str, Any], module: nn.Module, mask: Tensor) -> Any:
+    """Install a fixed-mask gate from a saved mask, without the data its scores would need."""
+    hook = cls.__new__(cls)
+    hook.__dict__.update(config)
+    return hook._install(module, "weight", mask=mask.to(device=module.weight.device, dtype=torch.bool))
+
+
+# ------------------------------------------------------------------------------------------ files
+def save_file(model_or_state_dict: nn.Module | Mapping[str, Tensor], path: str | os.PathLike) -> None:
+    """Save a (gated) state_dict with its torch_slt metadata.
+
+    ``.safetensors`` files keep the metadata in their JSON header; any other suffix uses
+    ``torch.save``. Read it back with :func:`load_file`.
+    """
+    state_dict = (model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module)
+                  else model_or_state_dict)
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import save_file as _save
+
+        tensors, seen = {}, {}
+        for key, value in state_dict.items():
+            tensor = value.detach()
+            ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.shape)
+            # Tied tensors share storage; safetensors refuses that, so the second copy is cloned.
+            tensors[key] = tensor.clone() if ident in seen else tensor.contiguous()
+            seen[ident] = key
+        metadata = getattr(state_dict, "_metadata", None) or {}
+        header = {"format": "pt", METADATA_KEY: json.dumps(metadata, default=str)}
+        _save(tensors, path, metadata=header)
+    else:
+        torch.save(state_dict, path)
+
+
+def load_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> OrderedDict:
+    """Read a file written by :func:`save_file` (or any ``torch.save``d state_dict) without unpickling
+    code: safetensors for ``.safetensors``, ``torch.load(weights_only=True)`` otherwise."""
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        state_dict: OrderedDict = OrderedDict()
+        with safe_open(path, framework="pt", device=str(device)) as f:
+            header = f.metadata() or {}
+            for key in f.keys():
+                state_dict[key] = f.get_tensor(key)
+        if METADATA_KEY in header:
+            state_dict._metadata = json.loads(header[METADATA_KEY])
+        return state_dict
+    return torch.load(path, map_location=device, weights_only=True)

@@ -1,0 +1,157 @@
+"""Safety checks run by :func:`torch_slt.apply` before the model is touched.
+
+A torch pruning hook recomputes ``module.weight`` only when *that module* is called. Two patterns read a
+gated weight some other way, and would silently use a stale tensor (pain point 4 in the libraries notes):
+
+* **Tied weights**: one Parameter owned by two modules (an embedding tied to an output projection, GPT-2's
+  ``lm_head``/``wte``). Gating one owner leaves the other reading the ungated Parameter, and
+  :func:`torch_slt.finalize` would then zero the shared tensor under both. :func:`check_targets` refuses
+  them with a :class:`~torch_slt.errors.UnsupportedModelError` naming both owners and the fix.
+* **Weights read by another module's forward**: ``nn.MultiheadAttention`` passes ``self.out_proj.weight``
+  to ``F.multi_head_attention_forward`` without calling ``out_proj``; ``nn.TransformerEncoderLayer``'s
+  inference fast path reads ``linear1.weight``, ``linear2.weight`` and ``self_attn.out_proj.weight``.
+  :func:`check_targets` finds such readers (the reader's ``forward`` source mentions
+  ``self.<path to target>.weight``) and :func:`install_readers` gives each reader a forward pre-hook
+  that refreshes the target's weight first, so the gate changes the output and gets its gradient. Reads
+  of metadata only (``.weight.dtype``, ``.shape``, ...) get a cheap hook that only refreshes a tensor
+  whose dtype or device went stale after ``model.to(...)``.
+
+The hooks belong to the gating method (their ``owner``): :func:`torch_slt.finalize` and a failed
+``apply`` remove them with the gate.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import textwrap
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from torch_slt.errors import UnsupportedModelError
+
+_READ = re.compile(r"self((?:\.\w+)+)\.weight\b(\s*\.\s*(\w+))?")
+_METADATA_ONLY = {"dtype", "device", "shape", "size", "ndim", "dim", "numel", "is_cuda"}
+
+
+@dataclass(frozen=True)
+class Reader:
+    """``reader`` (named ``reader_name``) reads the weight of ``target`` (named ``target_name``)."""
+
+    reader_name: str
+    reader: nn.Module
+    target_name: str
+    target: nn.Module
+    metadata_only: bool
+
+
+@functools.lru_cache(maxsize=512)
+def _weight_reads(cls: type) -> tuple[tuple[str, bool], ...]:
+    """``(relative module path, metadata only)`` for every ``self.<path>.weight`` in ``cls.forward``."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls.forward))
+    except (OSError, TypeError):
+        return ()
+    reads: dict[str, bool] = {}
+    for path, _, attribute in _READ.findall(source):
+        meta = attribute in _METADATA_ONLY
+        reads[path[1:]] = reads.get(path[1:], True) and meta
+    return tuple(reads.items())
+
+
+def _owners(model: nn.Module) -> dict[int, list[tuple[str, nn.Module, str]]]:
+    """id(Parameter) -> every distinct ``(module name, module, attribute)`` that owns it."""
+    owners: dict[int, list[tuple[str, nn.Module, str]]] = {}
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for attr, param in module._parameters.items():
+            if param is None:
+                continue
+            entries = owners.setdefault(id(param), [])
+            if not any(m is module for _, m, _ in entries):
+                entries.append((module_name, module, attr))
+    return owners
+
+
+def _qualified(module_name: str, attr: str) -> str:
+    return f"{module_name}.{attr}" if module_name else attr
+
+
+def check_targets(model: nn.Module, selected: list[tuple[str, nn.Module]]) -> list[Reader]:
+    """Refuse tied target weights; return the modules that read a target's weight in their forward.
+
+    Raises:
+        UnsupportedModelError: a target's weight Parameter is also owned by another module.
+    """
+    owners = _owners(model)
+    for name, module in selected:
+        shared = [o for o in owners.get(id(module._parameters["weight"]), []) if o[1] is not module]
+        if shared:
+            others = ", ".join(repr(_qualified(n, a)) for n, _, a in shared)
+            raise UnsupportedModelError(
+                f"apply(): {name + '.weight'!r} is tied to {others} (the same Parameter). Gating one owner "
+                f"would leave the other reading the ungated tensor, and finalize() would zero the shared "
+                f"tensor under both names. Leave it out with exclude=[{name!r}], or untie it first: "
+                f"model.{name}.weight = torch.nn.Parameter(model.{name}.weight.detach().clone())."
+            )
+    by_module = {id(module): name for name, module in selected}
+    readers = []
+    for reader_name, reader in model.named_modules():
+        for path, meta in _weight_reads(type(reader)):
+            try:
+                target = reader.get_submodule(path)
+            except AttributeError:
+                continue
+            if id(target) in by_module and target is not reader:
+                readers.append(Reader(reader_name, reader, by_module[id(target)], target, meta))
+    return readers
+
+
+class RefreshFromReader:
+    """Forward pre-hook on a reader: recompute the target's gated weight before the reader runs."""
+
+    def __init__(self, owner: Any, target: nn.Module, metadata_only: bool) -> None:
+        self.owner = owner          # the gating method; its _undo removes this hook
+        self.target = target
+        self.metadata_only = metadata_only
+
+    def __call__(self, module: nn.Module, inputs: Any) -> None:
+        name = self.owner._tensor_name
+        if self.metadata_only:
+            current = self.target.__dict__.get(name)
+            orig = self.target._parameters[name + "_orig"]
+            if current is not None and current.dtype == orig.dtype and current.device == orig.device:
+                return
+            with torch.no_grad():
+                self.owner(self.target, inputs)
+            return
+        self.owner(self.target, inputs)
+
+
+class DetachAfterReader:
+    """Forward hook on a reader: detach the target's weight once done (deepcopy safety, as in base)."""
+
+    def __init__(self, owner: Any, target: nn.Module) -> None:
+        self.owner = owner
+        self.target = target
+
+    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        name = self.owner._tensor_name
+        tensor = self.target.__dict__.get(name)
+        if tensor is not None and tensor.requires_grad:  # (not grad_fn: dynamo cannot trace it)
+            self.target.__dict__[name] = tensor.detach()
+
+
+def install_readers(readers: list[Reader], hooks: dict[int, Any]) -> None:
+    """Register the refresh hooks for ``readers``; ``hooks`` maps id(target module) -> its gate."""
+    for r in readers:
+        owner = hooks[id(r.target)]
+        r.reader.register_forward_pre_hook(RefreshFromReader(owner, r.target, r.metadata_only))
+        if not r.metadata_only:
+            r.reader.register_forward_hook(DetachAfterReader(owner, r.target))
+        hooked = owner.__dict__.setdefault("_hooked_modules", [])
+        if not any(m is r.reader for m in hooked):
+            hooked.append(r.reader)

@@ -1,0 +1,205 @@
+r"""Edge-popup (``edgepopup``): learn a score per weight, keep the top-scoring fraction.
+
+Ramanujan, Wortsman, Kembhavi, Farhadi, Rastegari, "What's Hidden in a Randomly Weighted Neural
+Network?", CVPR 2020 (https://arxiv.org/abs/1911.13299); reference code ``allenai/hidden-networks``
+(``utils/conv_type.py``, ``SubnetConv`` / ``GetSubnet``).
+
+Each weight gets a score (``weight_scores``), initialised as the reference does with
+``kaiming_uniform_(a=sqrt(5))``, i.e. :math:`U(-1/\sqrt{n_{in}}, 1/\sqrt{n_{in}})`. Every forward, train
+and eval, keeps the weights whose :math:`|s|` is among the top ``1 - sparsity`` fraction: of each
+tensor alone (``scope="layer"``, the default and the paper's rule) or of all the tensors gated by the
+``apply`` call together (``scope="global"``). Exactly ``numel - round(sparsity * numel)`` weights are
+kept, ties included: the selection is a ``topk`` (no full sort), which picks among tied scores instead
+of keeping every score equal to the threshold. The backward is straight-through: the gradient reaching
+the mask is passed to :math:`|s|`, so :math:`\partial L / \partial s = \partial L / \partial W_{eff}
+\cdot W \cdot \mathrm{sign}(s)`. There is no penalty; the sparsity is fixed by ``sparsity``.
+
+The reference trains the scores with SGD (lr 0.1, momentum 0.9, cosine, weight decay 1e-4 or 5e-4 on
+the scores); ``sparsity`` here is the fraction **removed** (the reference's ``prune_rate`` is the
+fraction kept).
+
+Example:
+    >>> import torch, torch_slt
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    >>> model = torch_slt.apply(model, "edgepopup", sparsity=0.5)
+    >>> int(model[0].weight_mask.sum()), int(model[2].weight_mask.sum())
+    (64, 24)
+    >>> opt = torch.optim.SGD(torch_slt.mask_parameters(model), lr=0.1, momentum=0.9)
+    >>> loss = torch.nn.functional.cross_entropy(model(torch.randn(4, 8)), torch.tensor([0, 1, 2, 0]))
+    >>> loss.backward(); opt.step()
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from torch_slt._validation import check_choice, check_sparsity
+from torch_slt.base import LearnedMaskMethod
+from torch_slt.registry import register_method
+from torch_slt.selection import _HISTOGRAM_MIN, keep_count, top_k_mask
+
+
+def keep_top_abs(scores: Tensor, k: int) -> Tensor:
+    """Boolean mask (shape of ``scores``) keeping exactly ``k`` entries of largest ``|scores|``.
+
+    A ``topk`` on the smaller side (the ``k`` kept or the ``n - k`` dropped), never a full sort; large
+    tensors use :func:`torch_slt.selection.top_k_mask` (a histogram, then a ``topk`` in one bin), about
+    3x faster than ``topk`` on a CPU.
+    """
+    flat = scores.detach().abs().reshape(-1)
+    n = flat.numel()
+    if k >= n:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if n >= _HISTOGRAM_MIN:
+        return top_k_mask(flat, k).view(scores.shape)
+    if k <= n - k:
+        keep = torch.zeros(n, dtype=torch.bool, device=flat.device)
+        if k > 0:
+            keep[torch.topk(flat, k, sorted=False).indices] = True
+    else:
+        keep = torch.ones(n, dtype=torch.bool, device=flat.device)
+        keep[torch.topk(flat, n - k, largest=False, sorted=False).indices] = False
+    return keep.view(scores.shape)
+
+
+class _StraightThroughMask(torch.autograd.Function):
+    """``weight * mask`` whose backward hands the mask's gradient to the scores (through ``|s|``)."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, scores: Tensor, mask: Tensor) -> Tensor:
+        ctx.save_for_backward(weight, scores, mask if ctx.needs_input_grad[0] else None)
+        return weight * mask
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        weight, scores, mask = ctx.saved_tensors
+        grad_weight = grad_scores = None
+        if ctx.needs_input_grad[0]:
+            grad_weight = grad_out * mask
+        if ctx.needs_input_grad[1]:
+            grad_scores = (grad_out * weight).to(scores.dtype).mul_(scores.sign())
+        return grad_weight, grad_scores, None
+
+
+class GlobalSelection:
+    """The top-k over every tensor gated by one ``apply(..., scope="global")`` call.
+
+    Shared by the hooks of that call. It keeps the gated modules (not their Parameters, which
+    ``load_state_dict(assign=True)`` or ``.to()`` may replace) and caches the masks until a score tensor
+    changes (tracked by its version counter and storage), so one selection serves all layers per step.
+    """
+
+    def __init__(self, sparsity: float, tensor_name: str = "weight") -> None:
+        self.sparsity = sparsity
+        self.key = f"{tensor_name}_scores"
+        self.modules: list[nn.Module] = []
+        self.last_scores: list[Tensor] = []   # scores made at plan time / last seen on each module
+        self._cache_key: tuple | None = None
+        self._masks: list[Tensor] = []
+
+    def __getstate__(self) -> dict:
+        # The cache is derived state: recomputed after unpickling/deepcopy (new storages anyway).
+        return {**self.__dict__, "_cache_key": None, "_masks": []}
+
+    def _scores(self) -> list[Tensor]:
+        for i, module in enumerate(self.modules):
+            current = module._parameters.get(self.key)
+            if current is not None:
+                self.last_scores[i] = current
+        return self.last_scores
+
+    def masks(self) -> list[Tensor]:
+        scores = self._scores()
+        key = tuple((s._version, s.data_ptr(), s.device) for s in scores)
+        if key != self._cache_key:
+            device = scores[0].device
+            flat = torch.cat([s.detach().reshape(-1).to(device) for s in scores])
+            keep = keep_top_abs(flat, keep_count(flat.numel(), self.sparsity))
+            parts = keep.split([s.numel() for s in scores])
+            self._masks = [m.view(s.shape).to(s.device) for m, s in zip(parts, scores)]
+            self._cache_key = key
+        return self._masks
+
+
+@register_method("edgepopup")
+class EdgePopup(LearnedMaskMethod):
+    """Edge-popup scores on every weight; see the module docstring.
+
+    Args:
+        sparsity: fraction of weights removed, in [0, 1). Required.
+        scope: ``"layer"`` (default, as in the paper) keeps the top ``1 - sparsity`` of each tensor;
+            ``"global"`` ranks all the tensors gated by the ``apply`` call together.
+    """
+
+    description = "edge-popup (Ramanujan et al. 2020): keep the top |scores|, straight-through gradient"
+    fields = ("scores",)
+
+    def __init__(self, sparsity: float | None = None, scope: str = "layer",
+                 _slot: tuple[GlobalSelection, int] | None = None) -> None:
+        self.sparsity = check_sparsity(sparsity, "edgepopup")
+        self.scope = check_choice("scope", scope, ("layer", "global"))
+        self._slot = _slot
+
+    @staticmethod
+    def init_scores(weight: Tensor) -> nn.Parameter:
+        """Scores shaped like ``weight``, drawn as the reference does (``kaiming_uniform_(a=sqrt(5))``)."""
+        dtype = torch.promote_types(weight.dtype, torch.float32)
+        scores = torch.empty(weight.shape, dtype=dtype, device=weight.device)
+        if scores.dim() >= 2:
+            nn.init.kaiming_uniform_(scores, a=math.sqrt(5))
+        else:  # a 1-d tensor has no fan-in: use its length
+            bound = 1 / math.sqrt(max(1, scores.numel()))
+            nn.init.uniform_(scores, -bound, bound)
+        return nn.Parameter(scores)
+
+    def plan(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]:
+        if self.scope == "layer":
+            return [{} for _ in targets]
+        group = GlobalSelection(self.sparsity)
+        for _, module in targets:
+            group.modules.append(module)
+            group.last_scores.append(self.init_scores(module.weight))
+        return [{"_slot": (group, i)} for i in range(len(targets))]
+
+    def init_state(self, module: nn.Module, orig: Tensor, mask, importance_scores) -> None:
+        key = f"{self._tensor_name}_scores"
+        if self._slot is not None:
+            group, index = self._slot
+            if group.key != key:
+                raise ValueError(f"edgepopup: the global selection gates {group.key[:-7]!r}, not "
+                                 f"{self._tensor_name!r}")
+            scores = group.last_scores[index]
+        else:
+            scores = self.init_scores(orig)
+        module.register_parameter(key, scores)
+
+    def hard_mask(self, module: nn.Module) -> Tensor:
+        if self._slot is not None:
+            group, index = self._slot
+            return group.masks()[index]
+        scores = self.field(module, "scores")
+        return keep_top_abs(scores, keep_count(scores.numel(), self.sparsity))
+
+    def apply_mask(self, module: nn.Module) -> Tensor:
+        # One selection per forward: the mask is computed once and used for the buffer and the weight.
+        name = self._tensor_name
+        orig = getattr(module, name + "_orig")
+        scores = self.field(module, "scores")
+        if scores.dtype in (torch.float16, torch.bfloat16):
+            # As LearnedMaskMethod: model.half() after apply cast the scores too; keep them float32.
+            scores.data = scores.data.float()
+        mask = self.hard_mask(module)
+        buffer = module._buffers.get(name + "_mask")
+        if buffer is not None:
+            with torch.no_grad():
+                buffer.copy_(mask)
+        if module.training:
+            return _StraightThroughMask.apply(orig, scores, mask)
+        return orig * mask
+
+    def relaxed_weight(self, module: nn.Module, orig: Tensor) -> Tensor:
+        return _StraightThroughMask.apply(orig, self.field(module, "scores"), self.hard_mask(module))

@@ -1,0 +1,94 @@
+r"""GraSP (``grasp``): keep the weights whose removal least reduces the gradient flow.
+
+Wang, Zhang, Grosse, "Picking Winning Tickets Before Training by Preserving Gradient Flow", ICLR 2020
+(https://arxiv.org/abs/2002.07376). Scores as the ``GraSP`` pruner of Tanaka et al.'s Synaptic-Flow
+reference (``Pruners/pruners.py``), in eval mode, on the whole model:
+
+1. :math:`g = \sum_b \nabla_w L_b` with the logits divided by the temperature :math:`T` (200), no graph;
+2. :math:`Hg = \sum_b \nabla_w (g^\top \nabla_w L_b)`, a Hessian-gradient product by double backward;
+3. score :math:`= w \odot Hg`; the mask **keeps the largest** scores.
+
+This is the sign convention of the reference, equal to the original code (``alecwangcq/GraSP``), which
+scores :math:`-w \odot Hg` and removes the largest. Scores are signed: a weight with a large negative
+score is removed first. ``w`` and ``g`` cover the targeted weights only (biases and norms are neither
+scored nor perturbed). The reference's division by :math:`|\sum \text{score}|` does not change the
+ranking and is skipped; its re-initialisation of Linear layers is not done (the weights are yours).
+
+``data`` is read twice, so an iterator is first collected into a list.
+
+Example:
+    >>> import torch, torch_slt
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    >>> batch = (torch.randn(32, 8), torch.randint(0, 3, (32,)))
+    >>> model = torch_slt.apply(model, "grasp", sparsity=0.9, data=batch)
+    >>> torch_slt.report(model).kept
+    18
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from torch_slt._validation import check_positive
+from torch_slt.methods import _scoring
+from torch_slt.registry import register_method
+
+
+@register_method("grasp")
+class Grasp(_scoring.DataScoredMethod):
+    """Keep the ``1 - sparsity`` fraction of weights with the largest ``w * (H g)`` (GraSP).
+
+    Args:
+        sparsity: fraction of weights removed, in [0, 1). Required.
+        scope: ``"global"`` (default) ranks all targeted tensors together; ``"layer"`` each alone.
+        data: one ``(inputs, targets)`` batch or an iterable of batches (a DataLoader). Required.
+        loss_fn: ``(logits, targets) -> scalar``; default cross entropy. Logits are taken from a tensor
+            output, the first item of a tuple, or ``.logits`` of a Hugging Face ``ModelOutput``.
+        temperature: the logits are divided by it before the loss (200, as the reference).
+
+    ``torch_slt.apply`` leaves ``freeze=False`` for this method (the kept weights are meant to be trained
+    afterwards); ``freeze=True`` makes it a strong-ticket baseline.
+    """
+
+    description = "GraSP: keep the largest w * (Hessian @ grad) on data, chosen once at apply"
+
+    def __init__(self, sparsity: float | None = None, scope: str = "global", data: Any = None,
+                 loss_fn: _scoring.LossFn | None = None, temperature: float = 200.0) -> None:
+        super().__init__(sparsity, scope, data, loss_fn)
+        self.temperature = check_positive("temperature", temperature, "grasp")
+
+    def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
+        who = type(self).name
+        weights = [module.weight for _, module in targets]
+        device = _scoring.model_device(model, targets)
+        hg = [torch.zeros_like(w) for w in weights]
+        # Double backward: the fused scaled_dot_product_attention kernels (flash, memory-efficient)
+        # have no second derivative, the math kernel does.
+        with _scoring.preserved_state(model), torch.enable_grad(), _math_attention():
+            _scoring.scoring_mode(model, weights)
+            batches = list(_scoring.iter_batches(self.data, who))
+            stopped = [torch.zeros_like(w) for w in weights]
+            for batch in batches:
+                loss = self._loss(model, batch, device)
+                for acc, g in zip(stopped, _scoring.grads(loss, weights)):
+                    acc.add_(g)
+            for batch in batches:
+                loss = self._loss(model, batch, device)
+                g = _scoring.grads(loss, weights, create_graph=True)
+                flow = sum((gi * si).sum() for gi, si in zip(g, stopped))
+                for acc, h in zip(hg, _scoring.grads(flow, weights)):
+                    acc.add_(h.detach())
+        return [w.detach() * h for w, h in zip(weights, hg)]
+
+    def _loss(self, model: nn.Module, batch: _scoring.Batch, device: torch.device) -> Tensor:
+        return _scoring.batch_loss(model, batch, self._loss_fn, device, type(self).name,
+                                   temperature=self.temperature)
+
+
+def _math_attention() -> Any:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])

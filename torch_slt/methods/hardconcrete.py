@@ -1,0 +1,137 @@
+r"""Hard-concrete L0 gates (``hardconcrete``): stretched, clamped concrete gates, one per weight.
+
+Louizos, Welling, Kingma, "Learning Sparse Neural Networks through L0 Regularization", ICLR 2018
+(https://arxiv.org/abs/1712.01312); reference code ``AMLab-Amsterdam/L0_regularization``
+(``l0_layers.py``).
+
+Each weight :math:`w` gets a learnable :math:`\log\alpha` (``weight_log_alpha``). In train mode a fresh
+gate is drawn at every forward,
+
+.. math::
+
+    u \sim U(\epsilon, 1 - \epsilon),\quad
+    s = \sigma\!\left(\frac{\log u - \log(1 - u) + \log\alpha}{\beta}\right),\quad
+    z = \min(1, \max(0, s(\zeta - \gamma) + \gamma)),
+
+with :math:`\beta = 2/3`, :math:`\gamma = -0.1`, :math:`\zeta = 1.1`, :math:`\epsilon = 10^{-6}`; the
+stretch to :math:`(\gamma, \zeta)` and the clamp give :math:`z` exact zeros and ones. The effective
+weight is :math:`w z`. The penalty uses the closed form
+:math:`P(z \ne 0) = \sigma(\log\alpha - \beta \log(-\gamma / \zeta))`, with the same ``lam`` semantics
+as ``stg`` (``lam`` times the expected fraction kept). The hard mask keeps a weight when
+:math:`P(z \ne 0)` exceeds ``threshold`` (0.5); eval mode and :func:`torch_slt.finalize` use it (the
+reference's deterministic test gate would rescale frozen weights by values between 0 and 1, which is
+not a ticket). Initialisation follows the reference: :math:`\log\alpha \sim N(\log(1 - p) - \log p,
+0.01^2)` with :math:`p` = ``droprate_init`` (0.5, so :math:`\log\alpha \approx 0` and
+:math:`P(z \ne 0) \approx 0.83`).
+
+Differences from the reference: one gate per weight (the reference gates input units or feature maps),
+no clamp of :math:`\log\alpha` to :math:`[\log 0.01, \log 100]` after each step (torch_slt does not
+touch the optimizer), and the penalty is ``lam`` times the *mean* over gates instead of a per-example
+sum.
+
+Example:
+    >>> import torch, torch_slt
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    >>> model = torch_slt.apply(model, "hardconcrete", lam=0.1)
+    >>> opt = torch.optim.Adam(torch_slt.mask_parameters(model), lr=1e-2)
+    >>> x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    >>> loss = torch.nn.functional.cross_entropy(model(x), y) + torch_slt.penalty(model)
+    >>> loss.backward(); opt.step()
+    >>> model = torch_slt.finalize(model)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from torch_slt._validation import check_probability
+from torch_slt.methods._gates import DEFAULT_LAM_LR, GateMethod, SparsityTarget
+from torch_slt.registry import register_method
+
+BETA = 2.0 / 3.0
+GAMMA = -0.1
+ZETA = 1.1
+EPS = 1e-6
+#: Standard deviation of the reference initialisation of log alpha.
+INIT_STD = 1e-2
+
+
+class _HardConcreteGate(torch.autograd.Function):
+    r"""``weight * z`` with ``z`` a stretched, clamped hard-concrete sample; saves only ``z``.
+
+    Autograd would keep the noise, the sigmoid output, the stretched sample and the clamp mask. The
+    gradient needs :math:`\partial z / \partial \log\alpha = (\zeta - \gamma) s (1 - s) / \beta` where
+    :math:`0 < z < 1` and 0 elsewhere, and :math:`s` is recovered from :math:`z` there, so the gate
+    tensor is the only thing saved (the weight and log alpha are leaves, saved for free).
+    """
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, log_alpha: Tensor) -> Tensor:
+        z = torch.rand_like(log_alpha).mul_(1 - 2 * EPS).add_(EPS)     # u ~ U(eps, 1 - eps)
+        z.logit_().add_(log_alpha).div_(BETA).sigmoid_()              # s
+        z.mul_(ZETA - GAMMA).add_(GAMMA).clamp_(0, 1)                 # stretch, then clamp
+        ctx.save_for_backward(weight, z)
+        return weight * z.to(weight.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        weight, z = ctx.saved_tensors
+        grad_weight = grad_log_alpha = None
+        if ctx.needs_input_grad[0]:
+            grad_weight = grad_out * z.to(grad_out.dtype)
+        if ctx.needs_input_grad[1]:
+            # (zeta - gamma) s (1 - s) / beta with s = (z - gamma) / (zeta - gamma), zero where clamped.
+            slope = (z - GAMMA).mul_(ZETA - z).div_((ZETA - GAMMA) * BETA).mul_((z > 0) & (z < 1))
+            grad_log_alpha = (grad_out * weight).to(z.dtype).mul_(slope)
+        return grad_weight, grad_log_alpha
+
+
+@register_method("hardconcrete")
+class HardConcrete(GateMethod):
+    """Hard-concrete L0 gates on every weight; see the module docstring.
+
+    Args:
+        lam: penalty weight; :func:`torch_slt.penalty` returns ``lam`` times the expected fraction of
+            gated weights kept. Default 0.1, as ``stg``. With ``sparsity`` it is the initial
+            multiplier (default 0).
+        droprate_init: initial drop rate ``p``; log alpha starts at ``log(1 - p) - log(p)`` plus
+            N(0, 0.01^2) noise, as in the reference (0.5).
+        threshold: keep a weight when ``P(z != 0)`` exceeds this (0.5).
+        sparsity: target fraction of weights removed, in [0, 1). When given, ``lam`` is adapted at
+            every :func:`torch_slt.penalty` call in training mode so that the hard mask reaches it
+            (see :mod:`torch_slt.methods._gates`). Default None: ``lam`` stays fixed.
+        lam_lr: relative step size of that adaptation (0.3).
+    """
+
+    description = "hard-concrete L0 gates (Louizos et al. 2018): stretched, clamped concrete samples"
+    fields = ("log_alpha",)
+
+    def __init__(self, lam: float | None = None, droprate_init: float = 0.5, threshold: float = 0.5,
+                 sparsity: float | None = None, lam_lr: float = DEFAULT_LAM_LR,
+                 _target: SparsityTarget | None = None) -> None:
+        super().__init__(lam=lam, threshold=threshold, sparsity=sparsity, lam_lr=lam_lr, _target=_target)
+        self.droprate_init = check_probability("droprate_init", droprate_init, "hardconcrete")
+        # P(z != 0) > threshold  <=>  log alpha > logit(threshold) + beta * log(-gamma / zeta).
+        self._shift = BETA * math.log(-GAMMA / ZETA)
+        self._log_alpha_cut = math.log(self.threshold / (1 - self.threshold)) + self._shift
+
+    def init_state(self, module: nn.Module, orig: Tensor, mask, importance_scores) -> None:
+        # float32 at least, as stg: small Adam steps on half-precision gates would round away.
+        dtype = torch.promote_types(orig.dtype, torch.float32)
+        mean = math.log(1 - self.droprate_init) - math.log(self.droprate_init)
+        log_alpha = torch.empty(orig.shape, dtype=dtype, device=orig.device).normal_(mean, INIT_STD)
+        module.register_parameter(f"{self._tensor_name}_log_alpha", nn.Parameter(log_alpha))
+        self.init_target_state(module, orig)
+
+    def relaxed_weight(self, module: nn.Module, orig: Tensor) -> Tensor:
+        return _HardConcreteGate.apply(orig, self.field(module, "log_alpha"))
+
+    def hard_mask(self, module: nn.Module) -> Tensor:
+        return self.field(module, "log_alpha").detach() > self._log_alpha_cut
+
+    def prob_nonzero(self, module: nn.Module) -> Tensor:
+        log_alpha = self.field(module, "log_alpha")
+        return torch.sigmoid(log_alpha.to(torch.promote_types(log_alpha.dtype, torch.float32)) - self._shift)

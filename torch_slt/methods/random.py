@@ -1,0 +1,63 @@
+"""Random pruning at initialisation (``random``): keep a uniformly random subset of the weights.
+
+The control of every pruning-at-initialisation comparison, as the ``Rand`` pruner of Tanaka et al.,
+"Pruning neural networks without any data by iteratively conserving synaptic flow" (SynFlow), NeurIPS
+2020 (https://arxiv.org/abs/2006.05467): every weight gets an i.i.d. N(0, 1) score and the largest are
+kept. In the default global scope each layer therefore keeps close to ``1 - sparsity`` of its weights
+(exactly that fraction overall); ``scope="layer"`` makes it exact per tensor. Frankle et al., "Pruning
+Neural Networks at Initialization: Why are We Missing the Mark?", ICLR 2021
+(https://arxiv.org/abs/2009.08576), discuss why this baseline is strong.
+
+The scores come from the method's own ``torch.Generator`` seeded with ``seed``, drawn on the CPU in
+the order of the targeted modules: the mask depends only on ``seed`` and the shapes of the targeted
+tensors (not on the weights or the device), and the global RNG state is not touched.
+
+Example:
+    >>> import torch, torch_slt
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    >>> model = torch_slt.apply(model, "random", sparsity=0.75, seed=0)
+    >>> torch_slt.report(model).kept
+    44
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from torch_slt.base import FixedMaskMethod
+from torch_slt.registry import register_method
+
+
+@register_method("random")
+class Random(FixedMaskMethod):
+    """Keep a random ``1 - sparsity`` fraction of the weights, reproducibly from ``seed``.
+
+    Args:
+        sparsity: fraction of weights removed, in [0, 1). Required.
+        scope: ``"global"`` (default) ranks all targeted tensors together (each layer keeps close to
+            ``1 - sparsity``); ``"layer"`` keeps exactly that fraction of each tensor.
+        seed: seed of the method's own generator (default 0); the global RNG is not used.
+
+    ``torch_slt.apply`` leaves ``freeze=False`` for this method (the kept weights are meant to be trained
+    afterwards); ``freeze=True`` makes it a strong-ticket baseline.
+    """
+
+    description = "keep a random subset (own seeded generator), chosen once at apply"
+
+    def __init__(self, sparsity: float | None = None, scope: str = "global", seed: int = 0) -> None:
+        super().__init__(sparsity, scope)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"random: seed must be an int, got {seed!r}")
+        self.seed = seed
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator(device="cpu").manual_seed(self.seed)
+
+    def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
+        gen = self._generator()
+        return [torch.randn(module.weight.shape, generator=gen).to(module.weight.device)
+                for _, module in targets]
+
+    def tensor_scores(self, weight: Tensor) -> Tensor:
+        return torch.randn(weight.shape, generator=self._generator()).to(weight.device)
