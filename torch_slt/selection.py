@@ -64,7 +64,10 @@ def top_k_mask(values: Tensor, k: int) -> Tensor:
     bits = values.to(torch.float32).contiguous().view(torch.int32)
     prefix = torch.bitwise_right_shift(bits, 16)
     # Negative floats: flip the magnitude bits, so that larger magnitudes get lower bins.
-    prefix ^= torch.bitwise_and(torch.bitwise_right_shift(bits, 31), 0x7FFF)
+    flip = torch.bitwise_right_shift(bits, 31)
+    flip &= 0x7FFF
+    prefix ^= flip
+    del flip
     prefix += 32768
     from_top = torch.bincount(prefix, minlength=65536).flip(0).cumsum(0)
     j = int(torch.searchsorted(from_top, k))          # bins 65535 - j .. 65535 hold >= k entries
@@ -72,7 +75,7 @@ def top_k_mask(values: Tensor, k: int) -> Tensor:
     band = values[prefix == 65535 - j]
     cut = torch.topk(band, k - above, sorted=False).values.min()
     torch.gt(values, cut, out=keep)
-    missing = k - int(keep.sum())
+    missing = k - int(torch.count_nonzero(keep))   # (a bool .sum() would copy to int64 first)
     if missing > 0:
         keep[(values == cut).nonzero().view(-1)[:missing]] = True
     return keep
