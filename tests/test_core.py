@@ -358,3 +358,10 @@ def test_hf_model_output_logits_after_finalize_match():
     torch_slt.finalize(model)
     with torch.no_grad():
         assert torch.equal(logits(model(x)), before)
+
+
+def test_apply_draws_no_gate_noise_from_the_global_rng():
+    model = mlp()
+    state = torch.get_rng_state()
+    torch_slt.apply(model, "stg")
+    assert torch.equal(state, torch.get_rng_state())

@@ -179,8 +179,7 @@ def penalty(model: nn.Module) -> Tensor:
         if expected is None:
             continue
         kept, count = expected
-        lam = hook.penalty_lam(module) if hasattr(hook, "penalty_lam") else hook.lam
-        term = lam * kept
+        term = hook.penalty_lam(module) * kept
         if hasattr(term, "full_tensor"):
             # FSDP2 shards the gates into DTensors outside forward: all-reduce the partial sum
             # (differentiably) so the penalty is a plain tensor that adds to the task loss.

@@ -68,6 +68,11 @@ class SLTMethod(prune.BasePruningMethod):
             return None
         return prob.sum(dtype=torch.promote_types(prob.dtype, torch.float32)), prob.numel()
 
+    def penalty_lam(self, module: nn.Module) -> float | Tensor:
+        """The multiplier of this tensor's term in :func:`torch_slt.penalty` (methods with a penalty
+        have a ``lam``; the gate methods adapt it when given a sparsity target)."""
+        return self.lam
+
     def init_state(self, module: nn.Module, orig: Tensor, mask: Tensor | None,
                    importance_scores: Tensor | None) -> None:
         """Register the method's own tensors on ``module`` (called once, inside ``apply``)."""
@@ -90,7 +95,6 @@ class SLTMethod(prune.BasePruningMethod):
         whole model); otherwise the method derives it from ``importance_scores`` or its own state.
         If anything fails the module is restored exactly as it was.
         """
-        _check_gateable(cls, module, name)
         method = cls(*args, **kwargs)
         return method._install(module, name, importance_scores=importance_scores, mask=mask)
 

@@ -34,7 +34,7 @@ from torch_slt.errors import SLTError
 #: tell the flags a user typed from the ones left at their default).
 DEFAULTS: dict[str, Any] = {
     "method": "stg", "dataset": "digits", "model": "lenet300", "width": 1.0, "init": "kaiming-normal",
-    "data_dir": None, "download": False, "val_fraction": 0.1, "epochs": 20, "batch_size": 128,
+    "data_dir": None, "download": False, "val_fraction": 0.1, "epochs": 20, "batch_size": 64,
     "lr": None, "optimizer": None, "momentum": None, "weight_decay": None, "schedule": None,
     "lam": None, "sigma": None, "sparsity": None, "method_args": {}, "train_weights": False, "seed": 0,
     "device": "auto",

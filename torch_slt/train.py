@@ -132,7 +132,7 @@ class TrainConfig:
     """
 
     epochs: int = 20
-    batch_size: int = 128
+    batch_size: int = 64
     lr: float | None = None
     optimizer: str | None = None
     momentum: float | None = None

@@ -84,3 +84,14 @@ def test_apply_leaves_everything_else_unchanged():
 ])
 def test_bad_input_raises_and_leaves_model_unchanged(kwargs, error, match):
     check_bad_input("random", stateful_net(), error, match, **kwargs)
+
+
+def test_random_scores_do_not_reproduce_weights_drawn_from_the_same_seed():
+    # A network drawn with normal_ from a generator seeded like the method must not get its own
+    # weights back as scores (that made "random" keep exactly the largest signed weights).
+    layer = torch.nn.Linear(200, 100, bias=False)
+    with torch.no_grad():
+        layer.weight.normal_(generator=torch.Generator().manual_seed(0))
+    torch_slt.apply(layer, "random", sparsity=0.5, seed=0)
+    kept = layer.weight_orig[layer.weight_mask]
+    assert 0.45 < (kept > 0).float().mean().item() < 0.55

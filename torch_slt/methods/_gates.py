@@ -92,9 +92,12 @@ class SparsityTarget:
         with torch.no_grad():
             states = [h._lam_state(m) for m, h in members]
             state = states[0]
-            masks = [h.hard_mask(m) for m, h in members]
+            # The mask buffers were refreshed by this step's forward; count_nonzero avoids the int64
+            # copy that bool.sum() makes.
+            masks = [m._buffers.get(f"{h._tensor_name}_mask") for m, h in members]
+            masks = [mask if mask is not None else h.hard_mask(m) for mask, (m, h) in zip(masks, members)]
             total = sum(mask.numel() for mask in masks)
-            hard = torch.stack([mask.sum().to(state.device) for mask in masks]).sum()
+            hard = torch.stack([torch.count_nonzero(mask).to(state.device) for mask in masks]).sum()
             hard = hard.to(state.dtype) / total
             probs = [h.prob_nonzero(m).detach().sum().to(state.device) for m, h in members]
             expected = torch.stack(probs).sum().to(state.dtype) / total

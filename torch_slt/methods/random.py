@@ -8,9 +8,12 @@ kept. In the default global scope each layer therefore keeps close to ``1 - spar
 Neural Networks at Initialization: Why are We Missing the Mark?", ICLR 2021
 (https://arxiv.org/abs/2009.08576), discuss why this baseline is strong.
 
-The scores come from the method's own ``torch.Generator`` seeded with ``seed``, drawn on the CPU in
-the order of the targeted modules: the mask depends only on ``seed`` and the shapes of the targeted
-tensors (not on the weights or the device), and the global RNG state is not touched.
+The scores come from the method's own ``torch.Generator``, drawn on the CPU in the order of the targeted
+modules: the mask depends only on ``seed`` and the shapes of the targeted tensors (not on the weights or
+the device), and the global RNG state is not touched. The generator is seeded with a hash of ``seed``,
+not ``seed`` itself: a network whose weights were drawn with ``normal_`` from a generator seeded with
+the same number would otherwise get scores *equal* to its own weights (up to scale), and "random"
+pruning would silently become signed-magnitude pruning.
 
 Example:
     >>> import torch, torch_slt
@@ -21,6 +24,8 @@ Example:
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import torch
 from torch import Tensor, nn
@@ -52,7 +57,9 @@ class Random(FixedMaskMethod):
         self.seed = seed
 
     def _generator(self) -> torch.Generator:
-        return torch.Generator(device="cpu").manual_seed(self.seed)
+        # A stream of its own: see the module docstring for why not manual_seed(self.seed).
+        digest = hashlib.sha256(f"torch_slt.random:{self.seed}".encode()).digest()
+        return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little"))
 
     def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
         gen = self._generator()
