@@ -22,4 +22,4 @@ def test_readme_block_runs(index, capsys):
     if "test accuracy" in BLOCKS[index]:
         accuracy = float(re.search(r"test accuracy ([0-9.]+)", out).group(1))
         sparsity = float(re.search(r"sparsity ([0-9.]+)%", out).group(1))
-        assert accuracy > 0.9 and sparsity > 50.0, out  # the README promises ~0.97 at ~75%
+        assert accuracy > 0.9 and sparsity > 60.0, out  # the README shows 0.956 at 76.6%
