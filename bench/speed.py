@@ -35,7 +35,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -395,7 +394,7 @@ def scoring_kwargs(name: str, data, args) -> dict:
 
 
 def table_scoring(res: dict) -> str:
-    lines = [f"### Scoring cost of the fixed-mask methods that run the network (resnet18, CPU seconds)", "",
+    lines = ["### Scoring cost of the fixed-mask methods that run the network (resnet18, CPU seconds)", "",
              "| method | what is timed | method (s) | plain passes (s) | ratio | vs as many training passes |",
              "|---|---|---:|---:|---|---:|"]
     for name in ("synflow", "snip", "grasp"):

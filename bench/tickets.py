@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Subset
 
 import common
 import torch_slt
@@ -143,7 +142,7 @@ def table(rows: list[dict[str, Any]], sparsities: list[float]) -> str:
     dense = [r for r in rows if r["kind"] == "dense"]
     if dense:
         d = dense[0]
-        lines.append(f"| dense (trained weights) | " + " | ".join(
+        lines.append("| dense (trained weights) | " + " | ".join(
             [f"{100 * d['test_accuracy']:.2f} (0%)"] + [""] * (len(sparsities) - 1)) + " |")
     kinds = {"learned": 0, "frozen": 1, "trained": 2}
     methods = {m: i for i, m in enumerate(LEARNED + ONE_SHOT)}
