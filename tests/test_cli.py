@@ -191,3 +191,19 @@ def test_sweep_rejects_bad_lists(tmp_path, capsys):
     assert rc == 2 and "unknown method 'nope'" in err
     rc, _, err = _run(["sweep", "--sparsities", "0.5,2", "--out", str(tmp_path / "s")], capsys)
     assert rc == 2 and "[0, 1)" in err and not (tmp_path / "s").exists()
+
+
+def test_threads_flag_sets_torch_threads_and_rejects_zero(tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert cli.main(["find", "--threads", "0", "--out", str(tmp_path / "t0")]) == 2
+        assert "--threads 0 must be at least 1" in capsys.readouterr().err
+        assert not (tmp_path / "t0").exists()
+        assert cli.main(["find", "--threads", "1", "--epochs", "1", "--quiet",
+                         "--out", str(tmp_path / "t1")]) == 0
+        assert torch.get_num_threads() == 1
+        assert (tmp_path / "t1" / "report.json").exists()
+    finally:
+        torch.set_num_threads(before)

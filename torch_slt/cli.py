@@ -140,6 +140,9 @@ def _common_flags(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     g.add_argument("--seed", type=int,
                    help="seeds the random weights, the data split and training (default 0)")
     g.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default auto: CUDA when available)")
+    g.add_argument("--threads", type=int, help="CPU threads torch may use (default: torch's own choice). On "
+                   "a busy machine fewer is faster: with another job on a 2-core CPU, --threads 1 ran "
+                   "'find --method edgepopup' in 3 s instead of 42 s")
     g = p.add_argument_group("output")
     g.add_argument("--out", help="output folder (default: a fresh folder under runs/)")
     g.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
@@ -150,6 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            print(f"torch-slt {args.command}: error: --threads {threads} must be at least 1.", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(threads)  # a run-time knob: not part of the settings a resume must match
     try:
         return args.func(args)
     except CLIError as err:
