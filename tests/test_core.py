@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -365,3 +366,15 @@ def test_apply_draws_no_gate_noise_from_the_global_rng():
     state = torch.get_rng_state()
     torch_slt.apply(model, "stg")
     assert torch.equal(state, torch.get_rng_state())
+
+
+def test_layer_collapse_warns_and_names_the_layer():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[1].weight.mul_(1e-3)  # globally the smallest: a 70% global cut removes all 8
+    with pytest.warns(UserWarning, match=r"keeps no weight of '1'.*lower sparsity"):
+        torch_slt.apply(model, "magnitude", sparsity=0.7)
+    assert not model[1].weight_mask.any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch_slt.apply(mlp(), "magnitude", sparsity=0.5, scope="layer")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Iterator
 
 import torch
@@ -99,7 +100,21 @@ def _gate(model: nn.Module, cls: type[SLTMethod], selected: list[tuple[str, nn.M
         raise
     history = model.__dict__.setdefault(_HISTORY_ATTR, {})
     history.update({_qualify(n, "weight"): cls.name for n, _ in selected})
+    if not cls.learned:  # a learned mask still moves; a fixed one is final
+        _warn_if_layers_collapsed(selected, cls.name)
     return model
+
+
+def _warn_if_layers_collapsed(selected: list[tuple[str, nn.Module]], method: str) -> None:
+    """Warn when a mask keeps no weight of a tensor: the layer then passes nothing (layer collapse,
+    a known failure of global one-shot pruning at high sparsity)."""
+    empty = [name for name, module in selected
+             if not torch.count_nonzero(module._buffers["weight_mask"])]
+    if empty:
+        warnings.warn(
+            f"apply(): {method!r} keeps no weight of {', '.join(map(repr, empty))}: those layers output "
+            f"only their bias and the network may be untrainable (layer collapse). Use a lower sparsity, "
+            f"scope='layer' (if the ranking was global), or exclude those modules.", stacklevel=4)
 
 
 def _apply_with(model: nn.Module, cls: type[SLTMethod], targets: Selector, *, freeze: bool,
