@@ -194,26 +194,34 @@ class LearnedMaskMethod(SLTMethod):
 
     learned = True
 
-    def relaxed_weight(self, module: nn.Module, orig: Tensor) -> Tensor:
-        """The train-mode effective weight (sampled or relaxed mask times ``orig``)."""
+    def relaxed_weight(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
+        """The train-mode effective weight (sampled or relaxed mask times ``orig``).
+
+        ``mask`` is this forward's hard mask, already computed: methods whose training forward uses it
+        (edge-popup's straight-through top-k) take it instead of selecting twice.
+        """
         raise NotImplementedError
 
     def apply_mask(self, module: nn.Module) -> Tensor:
         name = self._tensor_name
         orig = getattr(module, name + "_orig")
-        for field in self.fields:
-            gate = module._parameters[f"{name}_{field}"]
-            if gate.dtype in (torch.float16, torch.bfloat16):
-                # model.half() / .to(bfloat16) after apply cast the gates too; small optimizer steps
-                # would round away in 16 bits, so gates go back to float32 (same Parameter object).
-                gate.data = gate.data.float()
-        mask = module._buffers.get(name + "_mask")
-        if mask is not None:
+        self._keep_fields_float32(module)
+        mask = self.hard_mask(module)  # once per forward: for the buffer and the weight
+        buffer = module._buffers.get(name + "_mask")
+        if buffer is not None:
             with torch.no_grad():
-                mask.copy_(self.hard_mask(module))
+                buffer.copy_(mask)
         if module.training:
-            return self.relaxed_weight(module, orig)
-        return orig * (mask if mask is not None else self.hard_mask(module))
+            return self.relaxed_weight(module, orig, mask)
+        return orig * mask
+
+    def _keep_fields_float32(self, module: nn.Module) -> None:
+        # model.half() / .to(bfloat16) after apply cast the gates too; small optimizer steps would
+        # round away in 16 bits, so gates go back to float32 (same Parameter object).
+        for field in self.fields:
+            gate = module._parameters[f"{self._tensor_name}_{field}"]
+            if gate.dtype in (torch.float16, torch.bfloat16):
+                gate.data = gate.data.float()
 
     def field(self, module: nn.Module, field: str) -> Tensor:
         """The learned tensor ``<tensor>_<field>`` of ``module``."""
@@ -285,9 +293,14 @@ class DetachAfterForward:
         self.name = name
 
     def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        tensor = module.__dict__.get(self.name)
-        if tensor is not None and tensor.requires_grad:  # (not grad_fn: dynamo cannot trace it)
-            module.__dict__[self.name] = tensor.detach()
+        detach_attribute(module, self.name)
+
+
+def detach_attribute(module: nn.Module, name: str) -> None:
+    """Replace the plain tensor ``module.<name>`` by its detached self (see :class:`DetachAfterForward`)."""
+    tensor = module.__dict__.get(name)
+    if tensor is not None and tensor.requires_grad:  # (not grad_fn: dynamo cannot trace it)
+        module.__dict__[name] = tensor.detach()
 
 
 def _is_detach_hook(hook: Any, name: str) -> bool:

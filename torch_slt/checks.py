@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torch_slt.base import detach_attribute
 from torch_slt.errors import UnsupportedModelError
 
 _READ = re.compile(r"self((?:\.\w+)+)\.weight\b(\s*\.\s*(\w+))?")
@@ -139,10 +140,7 @@ class DetachAfterReader:
         self.target = target
 
     def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        name = self.owner._tensor_name
-        tensor = self.target.__dict__.get(name)
-        if tensor is not None and tensor.requires_grad:  # (not grad_fn: dynamo cannot trace it)
-            self.target.__dict__[name] = tensor.detach()
+        detach_attribute(self.target, self.owner._tensor_name)
 
 
 def install_readers(readers: list[Reader], hooks: dict[int, Any]) -> None:

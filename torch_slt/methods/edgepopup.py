@@ -184,22 +184,6 @@ class EdgePopup(LearnedMaskMethod):
         scores = self.field(module, "scores")
         return keep_top_abs(scores, keep_count(scores.numel(), self.sparsity))
 
-    def apply_mask(self, module: nn.Module) -> Tensor:
-        # One selection per forward: the mask is computed once and used for the buffer and the weight.
-        name = self._tensor_name
-        orig = getattr(module, name + "_orig")
-        scores = self.field(module, "scores")
-        if scores.dtype in (torch.float16, torch.bfloat16):
-            # As LearnedMaskMethod: model.half() after apply cast the scores too; keep them float32.
-            scores.data = scores.data.float()
-        mask = self.hard_mask(module)
-        buffer = module._buffers.get(name + "_mask")
-        if buffer is not None:
-            with torch.no_grad():
-                buffer.copy_(mask)
-        if module.training:
-            return _StraightThroughMask.apply(orig, scores, mask)
-        return orig * mask
-
-    def relaxed_weight(self, module: nn.Module, orig: Tensor) -> Tensor:
-        return _StraightThroughMask.apply(orig, self.field(module, "scores"), self.hard_mask(module))
+    def relaxed_weight(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
+        # ``mask`` is this forward's top-k, selected once by LearnedMaskMethod.apply_mask.
+        return _StraightThroughMask.apply(orig, self.field(module, "scores"), mask)

@@ -126,7 +126,7 @@ class HardConcrete(GateMethod):
         module.register_parameter(f"{self._tensor_name}_log_alpha", nn.Parameter(log_alpha))
         self.init_target_state(module, orig)
 
-    def relaxed_weight(self, module: nn.Module, orig: Tensor) -> Tensor:
+    def relaxed_weight(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
         return _HardConcreteGate.apply(orig, self.field(module, "log_alpha"))
 
     def hard_mask(self, module: nn.Module) -> Tensor:

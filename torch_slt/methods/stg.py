@@ -166,7 +166,7 @@ class StochasticGates(GateMethod):
         module.register_parameter(f"{self._tensor_name}_mu", nn.Parameter(mu))
         self.init_target_state(module, orig)
 
-    def relaxed_weight(self, module: nn.Module, orig: Tensor) -> Tensor:
+    def relaxed_weight(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
         mu = self.field(module, "mu")
         weight, kept = _GaussianGate.apply(orig, mu, self.sigma)
         if kept.requires_grad:

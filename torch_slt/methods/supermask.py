@@ -95,22 +95,20 @@ class Supermask(LearnedMaskMethod):
         scores = torch.full(orig.shape, self.score_init, dtype=dtype, device=orig.device)
         module.register_parameter(f"{self._tensor_name}_scores", nn.Parameter(scores))
 
-    def relaxed_weight(self, module: nn.Module, orig: Tensor) -> Tensor:
+    def relaxed_weight(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
         return _BernoulliMask.apply(orig, self.field(module, "scores"))
 
     def hard_mask(self, module: nn.Module) -> Tensor:
         return self.field(module, "scores").detach() > self._score_cut
 
     def apply_mask(self, module: nn.Module) -> Tensor:
-        if not module.training and self.eval_mode == "sample":
-            name = self._tensor_name
-            with torch.no_grad():
-                buffer = module._buffers.get(name + "_mask")
-                if buffer is not None:
-                    buffer.copy_(self.hard_mask(module))
-                scores = self.field(module, "scores")
-                return getattr(module, name + "_orig") * (torch.rand_like(scores) < torch.sigmoid(scores))
-        return super().apply_mask(module)
+        weight = super().apply_mask(module)  # also refreshes the hard-mask buffer
+        if module.training or self.eval_mode == "hard":
+            return weight
+        with torch.no_grad():  # eval_mode="sample": a fresh Bernoulli mask, as the paper evaluated
+            scores = self.field(module, "scores")
+            orig = getattr(module, self._tensor_name + "_orig")
+            return orig * (torch.rand_like(scores) < torch.sigmoid(scores))
 
     def sampled_sparsity(self, module: nn.Module) -> float:
         """Expected fraction of this tensor's weights a sampled mask removes: ``1 - mean(sigmoid(s))``."""
