@@ -58,18 +58,18 @@ def logits_of(output: Any) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- models
 def build(name: str, in_shape: tuple[int, int, int], num_classes: int = 10, *, width: float = 1.0,
           seed: int = 0, init: str = "kaiming-normal") -> tuple[nn.Module, str]:
-    """The benchmark model from ``torch_slt.zoo``; returns ``(model, source)``.
+    """The benchmark model from ``torch_slt.experiment.zoo``; returns ``(model, source)``.
 
-    Falls back to an equivalent model built here only when ``torch_slt.zoo`` cannot be imported (so the
+    Falls back to an equivalent model built here only when ``torch_slt.experiment.zoo`` cannot be imported (so the
     script also runs against an older checkout); the returned source says which one was used.
     """
     try:
-        from torch_slt.zoo import ModelSpec, build_model
+        from torch_slt.experiment.zoo import ModelSpec, build_model
     except ImportError:
         return _fallback(name, in_shape, num_classes, width, seed), "bench fallback"
     spec = ModelSpec(name=name, in_shape=tuple(in_shape), num_classes=num_classes, width=width,
                      init=init, seed=seed)
-    return build_model(spec), "torch_slt.zoo"
+    return build_model(spec), "torch_slt.experiment.zoo"
 
 
 def _fallback(name: str, in_shape, num_classes: int, width: float, seed: int) -> nn.Module:
@@ -97,7 +97,7 @@ def _fallback(name: str, in_shape, num_classes: int, width: float, seed: int) ->
 
 def count_weights(model: nn.Module) -> int:
     """Number of weights in the default torch_slt targets (Linear / Conv / transformers Conv1D)."""
-    from torch_slt.targets import is_default_target
+    from torch_slt.core.targets import is_default_target
 
     total = 0
     for module in model.modules():

@@ -57,7 +57,7 @@ def apply_reference_edgepopup(model: nn.Module, sparsity: float) -> list[nn.Para
     Weights and every other parameter are frozen; scores are initialised as the reference does
     (``kaiming_uniform_(a=sqrt(5))``).
     """
-    from torch_slt.targets import is_default_target
+    from torch_slt.core.targets import is_default_target
 
     for p in model.parameters():
         p.requires_grad_(False)

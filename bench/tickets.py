@@ -1,12 +1,12 @@
 """Ticket quality: test accuracy against sparsity of every registered method on one frozen network.
 
 One lenet300 with random weights drawn from one seed is shared by every run (each run rebuilds it from
-the same :class:`torch_slt.zoo.ModelSpec`, so the weights are bit-identical). Rows:
+the same :class:`torch_slt.experiment.zoo.ModelSpec`, so the weights are bit-identical). Rows:
 
 * ``dense``: the same network with all its weights trained (SGD, the dense defaults of
-  :mod:`torch_slt.train`): the baseline;
+  :mod:`torch_slt.experiment.train`): the baseline;
 * every learned-mask method (``stg``, ``hardconcrete``, ``edgepopup``, ``supermask``) at each sparsity,
-  weights frozen (strong tickets), trained with its defaults from :data:`torch_slt.train.METHOD_DEFAULTS`;
+  weights frozen (strong tickets), trained with its defaults from :data:`torch_slt.experiment.train.METHOD_DEFAULTS`;
 * every one-shot method (``magnitude``, ``random``, ``snip``, ``grasp``, ``synflow``) twice: ``frozen``
   (its mask on the frozen random weights: a strong-ticket baseline) and ``trained`` (the surviving
   weights trained for the same number of epochs: pruning at initialisation).
@@ -93,7 +93,7 @@ def scoring_batches(splits, args) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def build_model(splits, args) -> torch.nn.Module:
-    from torch_slt.zoo import ModelSpec, build_model as zoo_build
+    from torch_slt.experiment.zoo import ModelSpec, build_model as zoo_build
 
     spec = ModelSpec("lenet300", tuple(splits.in_shape), splits.num_classes, width=args.width,
                      init=args.init, seed=args.seed)
@@ -103,7 +103,7 @@ def build_model(splits, args) -> torch.nn.Module:
 def run_one(kind: str, method: str | None, sparsity: float | None, splits, args,
             overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one configuration; returns its row (val accuracy, achieved sparsity, model for test)."""
-    from torch_slt.train import TrainConfig, evaluate, fit
+    from torch_slt.experiment.train import TrainConfig, evaluate, fit
 
     model = build_model(splits, args)
     t0 = time.perf_counter()
@@ -206,7 +206,7 @@ def write_outputs(rows, args, stem: Path, header: list[str]) -> None:
     if not tested:
         return
     try:
-        from torch_slt.plots import plot_accuracy_vs_sparsity
+        from torch_slt.experiment.plots import plot_accuracy_vs_sparsity
     except ImportError:
         return
     dense = [r["test_accuracy"] for r in clean if r["kind"] == "dense"]
@@ -237,7 +237,7 @@ def parse_args(argv=None):
     p.add_argument("--sparsities", default="0.5,0.7,0.9,0.95")
     p.add_argument("--epochs", type=int, default=None, help="default 20; quick 20")
     p.add_argument("--batch-size", type=int, default=None, help="default 128; quick 64")
-    p.add_argument("--init", default="kaiming-normal", help="weight initialisation (torch_slt.init)")
+    p.add_argument("--init", default="kaiming-normal", help="weight initialisation (torch_slt.experiment.init)")
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and of training")
     p.add_argument("--choose", action="append", default=[], metavar="METHOD:KEY=V1,V2",
@@ -292,7 +292,7 @@ def main(argv=None) -> int:
         print(stem.with_suffix(".md").read_text())
         return 0
     threads = common.set_threads(args.threads)
-    from torch_slt.data import load_dataset
+    from torch_slt.experiment.data import load_dataset
 
     splits = load_dataset(args.dataset, args.data_dir, val_fraction=0.1, seed=args.seed)
     registered = torch_slt.list_methods()
@@ -310,7 +310,7 @@ def main(argv=None) -> int:
               f"test accuracy measured once per final model",
               f"- network: lenet300 (bias-free 300-100 MLP), init {args.init}, weights from seed {args.seed} "
               f"(identical in every run); {args.epochs} epochs, batch {args.batch_size}; each method's "
-              f"optimiser defaults from torch_slt.train.METHOD_DEFAULTS"]
+              f"optimiser defaults from torch_slt.experiment.train.METHOD_DEFAULTS"]
     rows: list[dict[str, Any]] = []
     json_path = stem.with_suffix(".json")
     if args.resume and json_path.exists():
@@ -340,7 +340,7 @@ def main(argv=None) -> int:
             values = [None]
         candidates = [run_one(kind, method, s, splits, args, {key: v} if key else None) for v in values]
         best = max(candidates, key=lambda r: r["val_accuracy"])
-        from torch_slt.train import evaluate
+        from torch_slt.experiment.train import evaluate
 
         best["test_accuracy"] = evaluate(best["_model"], Batches(splits.test, 1024, shuffle=False))
         if len(candidates) > 1:

@@ -1,9 +1,9 @@
 """Sweep methods x sparsities on one frozen random lenet300 (300-100) on Fashion-MNIST, plus dense.
 
 The library pieces behind ``torch-slt sweep``, used directly: one random network from a seed
-(:func:`torch_slt.zoo.build_model`), each method applied to a fresh copy of it, masks trained with
-:func:`torch_slt.train.fit`, accuracy against sparsity plotted with
-:func:`torch_slt.plots.plot_accuracy_vs_sparsity`.
+(:func:`torch_slt.experiment.zoo.build_model`), each method applied to a fresh copy of it, masks trained with
+:func:`torch_slt.experiment.train.fit`, accuracy against sparsity plotted with
+:func:`torch_slt.experiment.plots.plot_accuracy_vs_sparsity`.
 
 Fashion-MNIST comes from the Debian package (``apt-get install dataset-fashion-mnist``, files in
 ``/usr/share/datasets/fashion-mnist``) or ``--data-dir``::
@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 import torch_slt
-from torch_slt.data import load_dataset
-from torch_slt.plots import plot_accuracy_vs_sparsity
-from torch_slt.train import TrainConfig, evaluate, fit
-from torch_slt.zoo import ModelSpec, build_model
+from torch_slt.experiment.data import load_dataset
+from torch_slt.experiment.plots import plot_accuracy_vs_sparsity
+from torch_slt.experiment.train import TrainConfig, evaluate, fit
+from torch_slt.experiment.zoo import ModelSpec, build_model
 
 
 def run(spec, splits, method, sparsity, epochs):

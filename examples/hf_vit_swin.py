@@ -20,9 +20,9 @@ from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
 import torch_slt
-from torch_slt.data import load_dataset
-from torch_slt.train import TrainConfig, evaluate, fit
-from torch_slt.zoo import ModelSpec, build_model
+from torch_slt.experiment.data import load_dataset
+from torch_slt.experiment.train import TrainConfig, evaluate, fit
+from torch_slt.experiment.zoo import ModelSpec, build_model
 
 
 def _resized(dataset, channels, size):

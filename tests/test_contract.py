@@ -13,8 +13,8 @@ from torch.nn.utils import prune
 import torch_slt
 from cases import METHOD_CASES, REQUESTED_SPARSITY
 from models import MODELS, batch, build, logits
-from torch_slt.selection import keep_count
-from torch_slt.targets import is_default_target
+from torch_slt.core.selection import keep_count
+from torch_slt.core.targets import is_default_target
 
 CASES = [(m, k) for m in torch_slt.list_methods() for k in MODELS]
 

@@ -1,17 +1,53 @@
-"""torch_slt: find strong lottery tickets (sparse subnetworks of frozen random weights) in any PyTorch model."""
+"""torch_slt: find strong lottery tickets (sparse subnetworks of frozen random weights) in any PyTorch model.
 
-from torch_slt import init, methods  # noqa: F401  (methods registers the built-in methods)
-from torch_slt.api import (apply, finalize, gated_tensors, is_gated, mask_parameters,
-                           named_mask_parameters, penalty)
-from torch_slt.base import FixedMaskMethod, LearnedMaskMethod, SLTMethod
-from torch_slt.checkpoint import load_file, load_state_dict, save_file
-from torch_slt.errors import (AlreadyGatedError, NoTargetsError, NotGatedError, SLTError,
-                              UnknownMethodError, UnsupportedModelError)
-from torch_slt.registry import get_method, list_methods, register_method
-from torch_slt.report import LayerSparsity, SparsityReport, report
-from torch_slt.ticket import load_ticket, save_ticket
+The names here are the public API. The gating core (``torch_slt.core``, ``torch_slt.methods``) is
+imported eagerly and needs only torch; names that live in the experiment layer (tickets, the model
+zoo's initialisations) are imported on first use, so ``import torch_slt`` stays cheap.
+See ``docs/architecture.md`` for the layers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from torch_slt import _aliases, methods  # noqa: F401  (methods registers the built-in methods)
+from torch_slt.core.api import (apply, finalize, gated_tensors, is_gated, mask_parameters,
+                                named_mask_parameters, penalty)
+from torch_slt.core.base import FixedMaskMethod, LearnedMaskMethod, SLTMethod
+from torch_slt.core.errors import (AlreadyGatedError, NoTargetsError, NotGatedError, SLTError,
+                                   UnknownMethodError, UnsupportedModelError)
+from torch_slt.core.registry import get_method, list_methods, register_method
+from torch_slt.core.report import LayerSparsity, SparsityReport, report
+from torch_slt.core.state import load_file, load_state_dict, save_file
 
 __version__ = "0.1.0"
+
+_aliases.install()
+
+#: Public names imported on first access: name -> (module, attribute; None for the module itself).
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "init": ("torch_slt.experiment.init", None),
+    "load_ticket": ("torch_slt.experiment.ticket", "load_ticket"),
+    "save_ticket": ("torch_slt.experiment.ticket", "save_ticket"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module_name, attribute = _LAZY[name]
+        module = importlib.import_module(module_name)
+        value = module if attribute is None else getattr(module, attribute)
+        globals()[name] = value
+        return value
+    if name in ("core", "methods", "experiment", "cli", "integrations"):
+        return importlib.import_module(f"torch_slt.{name}")
+    raise AttributeError(f"module 'torch_slt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AlreadyGatedError", "FixedMaskMethod", "LayerSparsity", "LearnedMaskMethod", "NoTargetsError",

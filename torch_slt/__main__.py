@@ -2,7 +2,7 @@
 
 import sys
 
-from torch_slt.cli import main
+from torch_slt.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

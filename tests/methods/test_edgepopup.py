@@ -13,7 +13,7 @@ from torch import nn
 
 import torch_slt
 from torch_slt.methods.edgepopup import keep_top_abs
-from torch_slt.selection import keep_count
+from torch_slt.core.selection import keep_count
 
 
 def mlp() -> nn.Sequential:

@@ -8,7 +8,7 @@ from torch import nn
 
 import torch_slt
 from _fixed import check_apply_preserves_state, check_bad_input, stateful_net
-from torch_slt.selection import keep_count
+from torch_slt.core.selection import keep_count
 
 
 def two_layers() -> nn.Sequential:

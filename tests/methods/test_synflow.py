@@ -12,8 +12,8 @@ from torch import nn
 import torch_slt
 from _fixed import batch as image_batch
 from _fixed import check_apply_preserves_state, check_bad_input, stateful_net
-from torch_slt.selection import keep_count, keep_top
-from torch_slt.targets import select_targets
+from torch_slt.core.selection import keep_count, keep_top
+from torch_slt.core.targets import select_targets
 
 
 def synflow(**kwargs):

@@ -9,11 +9,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from torch_slt._validation import check_kwargs
-from torch_slt.base import SLTMethod, refuse_if_pruned
-from torch_slt.errors import AlreadyGatedError, NotGatedError
-from torch_slt.registry import get_method
-from torch_slt.targets import Selector, select_targets
+from torch_slt.core.validation import check_kwargs
+from torch_slt.core.base import SLTMethod, refuse_if_pruned
+from torch_slt.core.errors import AlreadyGatedError, NotGatedError
+from torch_slt.core.registry import get_method
+from torch_slt.core.targets import Selector, select_targets
 
 # Attributes torch_slt keeps on the root model; plain attributes, so never in the state_dict.
 _FROZEN_ATTR = "_slt_frozen"      # {parameter name: requires_grad before apply froze it}
@@ -45,7 +45,7 @@ def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: S
 
     A target whose weight another module reads in its own ``forward`` (``nn.MultiheadAttention``'s
     ``out_proj``, ``nn.TransformerEncoderLayer``'s fast path) is also refreshed before that module
-    runs; see :mod:`torch_slt.checks`.
+    runs; see :mod:`torch_slt.core.checks`.
 
     Example:
         >>> import torch, torch_slt
@@ -71,7 +71,7 @@ def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: S
 
 def _check_selected(model: nn.Module, selected: list[tuple[str, nn.Module]]) -> list:
     """Refuse targets that cannot be gated safely (already pruned, tied); find outside readers."""
-    from torch_slt.checks import check_targets
+    from torch_slt.core.checks import check_targets
 
     for name, module in selected:
         try:
@@ -84,7 +84,7 @@ def _check_selected(model: nn.Module, selected: list[tuple[str, nn.Module]]) -> 
 def _gate(model: nn.Module, cls: type[SLTMethod], selected: list[tuple[str, nn.Module]], readers: list,
           install: Callable[[str, nn.Module], SLTMethod], freeze: bool) -> nn.Module:
     """Gate every selected module with ``install(name, module) -> hook``: all of them or none."""
-    from torch_slt.checks import install_readers
+    from torch_slt.core.checks import install_readers
 
     applied: list[tuple[nn.Module, SLTMethod, nn.Parameter]] = []
     try:

@@ -16,7 +16,7 @@ Two families share this protocol:
 * :class:`FixedMaskMethod`: the mask is chosen once at ``apply`` from importance scores and stays fixed.
 
 A tensor is gated at most once: applying a second method, torch_slt's or torch's, raises
-:class:`~torch_slt.errors.AlreadyGatedError`. Stacking torch's own ``prune.*`` functions *on top of* a
+:class:`~torch_slt.core.errors.AlreadyGatedError`. Stacking torch's own ``prune.*`` functions *on top of* a
 torch_slt gate cannot be refused at the time it happens (torch does not ask), so every torch_slt function
 detects it afterwards and raises instead of silently mixing the two.
 """
@@ -29,14 +29,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from torch_slt.errors import AlreadyGatedError
+from torch_slt.core.errors import AlreadyGatedError
+from torch_slt.core.metadata import GateMetadata
 
 
 class SLTMethod(prune.BasePruningMethod):
     """Base class of every torch_slt method; see the module docstring for the state it adds."""
 
     PRUNING_TYPE = "unstructured"
-    #: Registry key, set by :func:`~torch_slt.registry.register_method`.
+    #: Registry key, set by :func:`~torch_slt.core.registry.register_method`.
     name: ClassVar[str] = ""
     #: One line for ``torch-slt methods``.
     description: ClassVar[str] = ""
@@ -105,8 +106,6 @@ class SLTMethod(prune.BasePruningMethod):
         Also used to re-create a gate from a checkpoint without re-running the method's constructor
         (:func:`torch_slt.load_state_dict`).
         """
-        from torch_slt.checkpoint import GateMetadata
-
         _check_gateable(type(self), module, name)
         orig = module._parameters[name]
         method = self
@@ -168,7 +167,7 @@ class SLTMethod(prune.BasePruningMethod):
         for key in [k for k, h in module._forward_hooks.items() if _is_detach_hook(h, name)]:
             del module._forward_hooks[key]
         # Helper hooks this gate owns: its state_dict metadata hook, and the refresh hooks that
-        # torch_slt.checks installs on modules that read this weight in their own forward.
+        # torch_slt.core.checks installs on modules that read this weight in their own forward.
         for hooked in [module, *self.__dict__.pop("_hooked_modules", [])]:
             for hooks in (hooked._forward_pre_hooks, hooked._forward_hooks, hooked._state_dict_hooks):
                 for key in [k for k, h in hooks.items() if getattr(h, "owner", None) is self]:
@@ -238,7 +237,7 @@ class FixedMaskMethod(SLTMethod):
     learned = False
 
     def __init__(self, sparsity: float | None = None, scope: str = "global") -> None:
-        from torch_slt._validation import check_choice, check_sparsity
+        from torch_slt.core.validation import check_choice, check_sparsity
 
         self.sparsity = check_sparsity(sparsity, type(self).name or type(self).__name__)
         self.scope = check_choice("scope", scope, ("global", "layer"))
@@ -248,7 +247,7 @@ class FixedMaskMethod(SLTMethod):
         raise NotImplementedError
 
     def plan(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]:
-        from torch_slt.selection import keep_top
+        from torch_slt.core.selection import keep_top
 
         scores = self.scores(model, targets)
         if self.scope == "global":
@@ -259,7 +258,7 @@ class FixedMaskMethod(SLTMethod):
 
     def init_state(self, module: nn.Module, orig: Tensor, mask: Tensor | None,
                    importance_scores: Tensor | None) -> None:
-        from torch_slt.selection import keep_top
+        from torch_slt.core.selection import keep_top
 
         if mask is None:
             # Called directly on one module (torch style): rank this tensor alone.

@@ -6,7 +6,7 @@ gated weight some other way, and would silently use a stale tensor (pain point 4
 * **Tied weights**: one Parameter owned by two modules (an embedding tied to an output projection, GPT-2's
   ``lm_head``/``wte``). Gating one owner leaves the other reading the ungated Parameter, and
   :func:`torch_slt.finalize` would then zero the shared tensor under both. :func:`check_targets` refuses
-  them with a :class:`~torch_slt.errors.UnsupportedModelError` naming both owners and the fix.
+  them with a :class:`~torch_slt.core.errors.UnsupportedModelError` naming both owners and the fix.
 * **Weights read by another module's forward**: ``nn.MultiheadAttention`` passes ``self.out_proj.weight``
   to ``F.multi_head_attention_forward`` without calling ``out_proj``; ``nn.TransformerEncoderLayer``'s
   inference fast path reads ``linear1.weight``, ``linear2.weight`` and ``self_attn.out_proj.weight``.
@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from torch_slt.base import detach_attribute
-from torch_slt.errors import UnsupportedModelError
+from torch_slt.core.base import detach_attribute
+from torch_slt.core.errors import UnsupportedModelError
 
 _READ = re.compile(r"self((?:\.\w+)+)\.weight\b(\s*\.\s*(\w+))?")
 _METADATA_ONLY = {"dtype", "device", "shape", "size", "ndim", "dim", "numel", "is_cuda"}

@@ -41,3 +41,12 @@ class TicketMismatchError(SLTError, ValueError):
 
 class UnsupportedModelError(SLTError, ValueError):
     """The model uses a targeted weight in a way a gate cannot follow (e.g. tied to another module)."""
+
+
+class SettingError(SLTError, ValueError):
+    """A setting of a typed settings object is out of range. ``setting`` names the field and ``value``
+    holds what was given, so a front end (the command line) can name its own flag for it."""
+
+    def __init__(self, setting: str, value: object, reason: str, owner: str = "TrainConfig") -> None:
+        self.setting, self.value, self.reason = setting, value, reason
+        super().__init__(f"{owner}: {setting}={value!r} {reason}")

@@ -5,19 +5,19 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING
 
-from torch_slt.errors import UnknownMethodError
+from torch_slt.core.errors import UnknownMethodError
 
 if TYPE_CHECKING:
-    from torch_slt.base import SLTMethod
+    from torch_slt.core.base import SLTMethod
 
 _METHODS: dict[str, type[SLTMethod]] = {}
 
 
 def register_method(name: str):
-    """Class decorator that registers an :class:`~torch_slt.base.SLTMethod` under ``name``.
+    """Class decorator that registers an :class:`~torch_slt.core.base.SLTMethod` under ``name``.
 
     Example:
-        >>> from torch_slt.base import FixedMaskMethod
+        >>> from torch_slt.core.base import FixedMaskMethod
         >>> @register_method("my_method")   # doctest: +SKIP
         ... class MyMethod(FixedMaskMethod): ...
     """
@@ -43,7 +43,7 @@ def list_methods() -> list[str]:
 
 def get_method(method: str | type[SLTMethod]) -> type[SLTMethod]:
     """Resolve a method name (or an :class:`SLTMethod` subclass) to its class."""
-    from torch_slt.base import SLTMethod
+    from torch_slt.core.base import SLTMethod
 
     if isinstance(method, type) and issubclass(method, SLTMethod):
         return method

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from torch_slt.api import _HISTORY_ATTR, _qualify, gated_tensors
-from torch_slt.targets import is_default_target
+from torch_slt.core.api import _HISTORY_ATTR, _qualify, gated_tensors
+from torch_slt.core.targets import is_default_target
 
 
 @dataclass(frozen=True)

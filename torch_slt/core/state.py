@@ -30,7 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from collections import OrderedDict
@@ -39,65 +38,11 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from torch_slt.errors import NotGatedError
-
-METADATA_KEY = "torch_slt"
-_JSON_SCALARS = (type(None), bool, int, float, str)
-
-
-# ------------------------------------------------------------------------------------------ metadata
-def method_config(hook: Any) -> dict[str, Any]:
-    """The constructor arguments of ``hook`` that are public attributes holding plain JSON values."""
-    config = {}
-    for pname, param in inspect.signature(type(hook).__init__).parameters.items():
-        if pname == "self" or pname.startswith("_") or param.kind in (param.VAR_POSITIONAL,
-                                                                        param.VAR_KEYWORD):
-            continue
-        if not hasattr(hook, pname):
-            continue
-        value = getattr(hook, pname)
-        if isinstance(value, tuple):
-            value = list(value)
-        if isinstance(value, _JSON_SCALARS) or (isinstance(value, list)
-                                                and all(isinstance(v, _JSON_SCALARS) for v in value)):
-            config[pname] = value
-    return config
-
-
-def describe(hook: Any) -> dict[str, Any]:
-    """``{"method": name, "config": {...}}`` for one gate."""
-    return {"method": type(hook).name or type(hook).__name__, "config": method_config(hook)}
-
-
-class GateMetadata:
-    """``state_dict`` post-hook installed with every gate: records its method in ``_metadata``."""
-
-    def __init__(self, owner: Any) -> None:
-        self.owner = owner          # the gating method; its _undo removes this hook
-
-    def __call__(self, module: nn.Module, state_dict: Any, prefix: str, local_metadata: dict) -> None:
-        local_metadata.setdefault(METADATA_KEY, {})[self.owner._tensor_name] = describe(self.owner)
-
-
-def saved_gates(state_dict: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{module name: {"weight": description or None}}`` for every gated tensor in ``state_dict``.
-
-    A tensor counts as gated when both ``<m>.<t>_orig`` and ``<m>.<t>_mask`` are present; its
-    description comes from the metadata (``None`` when absent).
-    """
-    metadata = getattr(state_dict, "_metadata", None) or {}
-    found: dict[str, dict[str, Any]] = {}
-    for key in state_dict:
-        if not key.endswith("_orig"):
-            continue
-        stem = key[: -len("_orig")]
-        if stem + "_mask" not in state_dict:
-            continue
-        module_name, _, tensor = stem.rpartition(".")
-        info = (metadata.get(module_name) or {}).get(METADATA_KEY, {}).get(tensor)
-        found.setdefault(module_name, {})[tensor] = info
-    return found
-
+from torch_slt.core import api
+from torch_slt.core.base import FixedMaskMethod, pruning_hook
+from torch_slt.core.errors import NotGatedError
+from torch_slt.core.metadata import METADATA_KEY, saved_gates
+from torch_slt.core.registry import get_method
 
 # ------------------------------------------------------------------------------------------ loading
 def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], strict: bool = True, *,
@@ -125,10 +70,6 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], strict: boo
         NotGatedError: ``state_dict`` has no gated tensor and ``method`` was given (nothing to gate).
         ValueError: the method of a gated tensor is unknown; the message says to pass ``method=``.
     """
-    from torch_slt import api
-    from torch_slt.base import FixedMaskMethod, pruning_hook
-    from torch_slt.registry import get_method
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"load_state_dict(): model must be an nn.Module, got {type(model).__name__}")
     if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):

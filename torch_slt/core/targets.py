@@ -7,7 +7,7 @@ from typing import Callable, Iterable, Union
 
 from torch import nn
 
-from torch_slt.errors import NoTargetsError
+from torch_slt.core.errors import NoTargetsError
 
 Selector = Union[str, Iterable[str], Callable[[str, nn.Module], bool], None]
 

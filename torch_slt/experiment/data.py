@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from torch_slt.errors import DatasetNotFoundError, UnknownDatasetError
+from torch_slt.core.errors import DatasetNotFoundError, UnknownDatasetError
 
 DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "mnist", "cifar10")
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"

@@ -31,7 +31,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from torch_slt.targets import is_default_target
+from torch_slt.core.targets import is_default_target
 
 INITIALIZERS: tuple[str, ...] = ("kaiming-normal", "scaled-kaiming-normal", "signed-constant")
 

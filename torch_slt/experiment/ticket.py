@@ -1,10 +1,10 @@
 """Compact lottery tickets: a spec, a seed, and one bit per weight.
 
 A strong ticket keeps a subset of frozen random weights, so it is fully described by the recipe for
-those random weights (a :class:`~torch_slt.zoo.ModelSpec`, whose ``seed`` draws them) and one bit per
+those random weights (a :class:`~torch_slt.experiment.zoo.ModelSpec`, whose ``seed`` draws them) and one bit per
 gated weight. :func:`save_ticket` writes exactly that into a `safetensors <https://huggingface.co/docs/
 safetensors>`_ file, plus a hash of the generated weights; :func:`load_ticket` rebuilds the model with
-:func:`~torch_slt.zoo.build_model`, checks the hash (another torch version may draw other numbers),
+:func:`~torch_slt.experiment.zoo.build_model`, checks the hash (another torch version may draw other numbers),
 applies the masks and returns a finalized standard model whose outputs equal those of the model that
 was saved. For lenet300 or resnet18 the file is about 1/32 of the fp32 state_dict.
 
@@ -38,10 +38,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torch_slt.api import _HISTORY_ATTR, finalize, is_gated
-from torch_slt.errors import TicketMismatchError
-from torch_slt.targets import is_default_target
-from torch_slt.zoo import TIMM_PREFIX, ModelSpec, build_model
+from torch_slt.core.api import _HISTORY_ATTR, finalize, is_gated
+from torch_slt.core.errors import TicketMismatchError
+from torch_slt.core.targets import is_default_target
+from torch_slt.experiment.zoo import TIMM_PREFIX, ModelSpec, build_model
 
 FORMAT = "torch-slt-ticket"
 FORMAT_VERSION = 1
@@ -113,7 +113,7 @@ def save_ticket(path: str | os.PathLike, model: nn.Module, spec: ModelSpec,
 
     Example:
         >>> import tempfile, torch, torch_slt
-        >>> from torch_slt.zoo import ModelSpec, build_model
+        >>> from torch_slt.experiment.zoo import ModelSpec, build_model
         >>> spec = ModelSpec("lenet300", (1, 8, 8), 10, width=0.1, seed=1)
         >>> model = torch_slt.finalize(torch_slt.apply(build_model(spec), "magnitude", sparsity=0.8))
         >>> path = torch_slt.save_ticket(tempfile.mkdtemp() + "/t.slt.safetensors", model, spec)
@@ -220,7 +220,7 @@ def _atomic_save(tensors: dict[str, Tensor], path: Path, info: dict[str, str]) -
 def ticket_info(path: str | os.PathLike) -> dict[str, Any]:
     """The header of a compact ticket, parsed, without building the model or reading the tensors.
 
-    Keys: ``spec`` (a :class:`~torch_slt.zoo.ModelSpec`), ``seed``, ``weights_hash``, ``versions``,
+    Keys: ``spec`` (a :class:`~torch_slt.experiment.zoo.ModelSpec`), ``seed``, ``weights_hash``, ``versions``,
     ``gated``, ``kind``, ``kept``, ``total``, ``sparsity``, ``metadata`` (the caller's dict),
     ``format_version`` and ``file_bytes``.
     """

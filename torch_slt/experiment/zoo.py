@@ -19,7 +19,7 @@ Models (``width`` multiplies the hidden widths of all of them except timm models
   :func:`logits` to get the tensor.
 * ``timm:NAME``: ``timm.create_model(NAME, pretrained=False, ...)``.
 
-Then every ``nn.Linear`` / ``nn.ConvNd`` weight is redrawn with :func:`torch_slt.init.initialize`
+Then every ``nn.Linear`` / ``nn.ConvNd`` weight is redrawn with :func:`torch_slt.experiment.init.initialize`
 (``spec.init``, ``spec.density``).
 """
 
@@ -32,8 +32,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from torch_slt.errors import UnknownModelError
-from torch_slt.init import INITIALIZERS, initialize
+from torch_slt.core.errors import UnknownModelError
+from torch_slt.experiment.init import INITIALIZERS, initialize
 
 MODEL_NAMES: tuple[str, ...] = ("lenet300", "conv2", "conv4", "conv6", "resnet18", "resnet50", "wrn50",
                                 "vit", "swin")
@@ -49,9 +49,9 @@ class ModelSpec:
         in_shape: ``(C, H, W)`` of one input image.
         num_classes: number of outputs.
         width: multiplies hidden widths (not supported for timm models).
-        init: the weight initialisation, one of :data:`torch_slt.init.INITIALIZERS`.
+        init: the weight initialisation, one of :data:`torch_slt.experiment.init.INITIALIZERS`.
         density: fraction of weights **kept**, in (0, 1]; scales ``scaled-kaiming-normal`` and
-            ``signed-constant`` (see :mod:`torch_slt.init`).
+            ``signed-constant`` (see :mod:`torch_slt.experiment.init`).
         seed: the seed the random weights are drawn from.
 
     Example:
@@ -218,7 +218,7 @@ def _convnet(stages: tuple[int, ...]) -> Callable[[ModelSpec], nn.Module]:
 def _resnet(arch: str) -> Callable[[ModelSpec], nn.Module]:
     def build(spec: ModelSpec) -> nn.Module:
         try:
-            from torch_slt._resnet import ScaledResNet
+            from torch_slt.experiment.resnet import ScaledResNet
         except ImportError as err:
             raise ImportError(f"model {spec.name!r} needs torchvision: pip install \"torch-slt[timm]\" "
                               f"(or pip install torchvision)") from err

@@ -31,7 +31,7 @@ from typing import Any
 from torch import nn
 
 import torch_slt
-from torch_slt.errors import NotGatedError
+from torch_slt.core.errors import NotGatedError
 
 try:
     from transformers import Trainer

@@ -32,8 +32,8 @@ from typing import Any
 import torch
 
 import torch_slt
-from torch_slt.errors import NotGatedError
-from torch_slt.targets import Selector
+from torch_slt.core.errors import NotGatedError
+from torch_slt.core.targets import Selector
 
 try:
     from lightning.pytorch.callbacks import Callback
@@ -64,7 +64,7 @@ class SLTCallback(Callback):
         super().__init__()
         if method is not None:
             cls = torch_slt.get_method(method)   # unknown names fail here, not at setup
-            from torch_slt._validation import check_kwargs
+            from torch_slt.core.validation import check_kwargs
 
             check_kwargs(cls, method_kwargs)
         elif method_kwargs:

@@ -57,8 +57,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torch_slt._validation import check_nonnegative, check_positive, check_probability, check_sparsity
-from torch_slt.base import LearnedMaskMethod
+from torch_slt.core.validation import check_nonnegative, check_positive, check_probability, check_sparsity
+from torch_slt.core.base import LearnedMaskMethod
 
 #: Default initial multiplier when ``sparsity`` is given without ``lam``.
 DEFAULT_TARGET_LAM = 0.0

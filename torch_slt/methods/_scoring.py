@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
-from torch_slt.base import FixedMaskMethod
+from torch_slt.core.base import FixedMaskMethod
 
 Batch = tuple[Any, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]

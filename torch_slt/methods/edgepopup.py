@@ -37,17 +37,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torch_slt._validation import check_choice, check_sparsity
-from torch_slt.base import LearnedMaskMethod
-from torch_slt.registry import register_method
-from torch_slt.selection import _HISTOGRAM_MIN, keep_count, top_k_mask
+from torch_slt.core.validation import check_choice, check_sparsity
+from torch_slt.core.base import LearnedMaskMethod
+from torch_slt.core.registry import register_method
+from torch_slt.core.selection import _HISTOGRAM_MIN, keep_count, top_k_mask
 
 
 def keep_top_abs(scores: Tensor, k: int) -> Tensor:
     """Boolean mask (shape of ``scores``) keeping exactly ``k`` entries of largest ``|scores|``.
 
     A ``topk`` on the smaller side (the ``k`` kept or the ``n - k`` dropped), never a full sort; large
-    tensors use :func:`torch_slt.selection.top_k_mask` (a histogram, then a ``topk`` in one bin), about
+    tensors use :func:`torch_slt.core.selection.top_k_mask` (a histogram, then a ``topk`` in one bin), about
     3x faster than ``topk`` on a CPU.
     """
     flat = scores.detach().abs().reshape(-1)

@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torch_slt._validation import check_positive
+from torch_slt.core.validation import check_positive
 from torch_slt.methods import _scoring
-from torch_slt.registry import register_method
+from torch_slt.core.registry import register_method
 
 
 @register_method("grasp")

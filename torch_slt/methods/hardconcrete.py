@@ -47,9 +47,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from torch_slt._validation import check_probability
+from torch_slt.core.validation import check_probability
 from torch_slt.methods._gates import DEFAULT_LAM_LR, GateMethod, SparsityTarget
-from torch_slt.registry import register_method
+from torch_slt.core.registry import register_method
 
 BETA = 2.0 / 3.0
 GAMMA = -0.1

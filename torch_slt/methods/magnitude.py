@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from torch_slt.base import FixedMaskMethod
-from torch_slt.registry import register_method
+from torch_slt.core.base import FixedMaskMethod
+from torch_slt.core.registry import register_method
 
 
 @register_method("magnitude")

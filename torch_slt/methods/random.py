@@ -30,8 +30,8 @@ import hashlib
 import torch
 from torch import Tensor, nn
 
-from torch_slt.base import FixedMaskMethod
-from torch_slt.registry import register_method
+from torch_slt.core.base import FixedMaskMethod
+from torch_slt.core.registry import register_method
 
 
 @register_method("random")

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from torch_slt.methods import _scoring
-from torch_slt.registry import register_method
+from torch_slt.core.registry import register_method
 
 
 @register_method("snip")

@@ -37,9 +37,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from torch_slt._validation import check_choice, check_probability
-from torch_slt.base import LearnedMaskMethod
-from torch_slt.registry import register_method
+from torch_slt.core.validation import check_choice, check_probability
+from torch_slt.core.base import LearnedMaskMethod
+from torch_slt.core.registry import register_method
 
 
 class _BernoulliMask(torch.autograd.Function):

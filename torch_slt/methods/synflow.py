@@ -39,11 +39,11 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from torch_slt._validation import check_choice
-from torch_slt.base import FixedMaskMethod
+from torch_slt.core.validation import check_choice
+from torch_slt.core.base import FixedMaskMethod
 from torch_slt.methods import _scoring
-from torch_slt.registry import register_method
-from torch_slt.selection import keep_top
+from torch_slt.core.registry import register_method
+from torch_slt.core.selection import keep_top
 
 
 @register_method("synflow")
@@ -162,7 +162,7 @@ class _Linearized:
         self.model = model
         self.weights = [m.weight for _, m in targets]
         device = _scoring.model_device(model, targets)
-        from torch_slt.api import mask_parameters
+        from torch_slt.core.api import mask_parameters
 
         # Gates of other torch_slt methods already on the model keep their sign (it is their mask).
         gates = {id(p) for p in mask_parameters(model)}

@@ -1,4 +1,4 @@
-"""torch_slt.train: defaults table, what fit trains, exact resume, evaluate."""
+"""torch_slt.experiment.train: defaults table, what fit trains, exact resume, evaluate."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import torch_slt
-from torch_slt.train import METHOD_DEFAULTS, TrainConfig, evaluate, fit, method_defaults
+from torch_slt.experiment.train import METHOD_DEFAULTS, TrainConfig, evaluate, fit, method_defaults
 
 
 def _data(n=96, seed=0):

@@ -1,4 +1,4 @@
-"""torch_slt.selection.top_k_mask: exact k, same mask as topk whenever no tie sits at the cut."""
+"""torch_slt.core.selection.top_k_mask: exact k, same mask as topk whenever no tie sits at the cut."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from torch_slt.selection import _HISTOGRAM_MIN, top_k_mask
+from torch_slt.core.selection import _HISTOGRAM_MIN, top_k_mask
 
 
 def _cases() -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""torch_slt.plots: the per-layer sparsity bars and the accuracy-against-sparsity curve."""
+"""torch_slt.experiment.plots: the per-layer sparsity bars and the accuracy-against-sparsity curve."""
 
 import sys
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import torch_slt
-from torch_slt.plots import plot_accuracy_vs_sparsity, plot_layer_sparsity
+from torch_slt.experiment.plots import plot_accuracy_vs_sparsity, plot_layer_sparsity
 
 
 def _png_size(path):

@@ -51,7 +51,7 @@ def test_checkpoint_loads_into_fresh_ungated_model(method, fmt, tmp_path):
                                                                  torch_slt.gated_tensors(model)]
     for (_, a, ha), (_, b, hb) in zip(torch_slt.gated_tensors(model), torch_slt.gated_tensors(fresh)):
         assert type(ha) is type(hb)
-        assert torch_slt.checkpoint.method_config(ha) == torch_slt.checkpoint.method_config(hb)
+        assert torch_slt.core.metadata.method_config(ha) == torch_slt.core.metadata.method_config(hb)
     sd_model, sd_fresh = model.state_dict(), fresh.state_dict()
     assert list(sd_model) == list(sd_fresh)
     assert all(torch.equal(sd_model[k], sd_fresh[k]) for k in sd_model)

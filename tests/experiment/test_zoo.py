@@ -1,10 +1,10 @@
-"""torch_slt.zoo: every model builds, runs, and is reproducible from its seed alone."""
+"""torch_slt.experiment.zoo: every model builds, runs, and is reproducible from its seed alone."""
 
 import pytest
 import torch
 
-from torch_slt.errors import UnknownModelError
-from torch_slt.zoo import MODEL_NAMES, ModelSpec, build_model, count_parameters, logits
+from torch_slt.core.errors import UnknownModelError
+from torch_slt.experiment.zoo import MODEL_NAMES, ModelSpec, build_model, count_parameters, logits
 
 # Small inputs and narrow widths keep this fast; resnet50 / wrn50 only build and count.
 FORWARD = [("lenet300", (1, 8, 8), 1.0), ("conv2", (3, 8, 8), 0.25), ("conv4", (3, 8, 8), 0.25),

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 import torch_slt
 from torch_slt import cli
-from torch_slt.data import load_dataset
-from torch_slt.zoo import ModelSpec, build_model
+from torch_slt.experiment.data import load_dataset
+from torch_slt.experiment.zoo import ModelSpec, build_model
 
 FAST = ["--epochs", "2", "--batch-size", "64", "--quiet", "--device", "cpu"]
 OUTPUTS = {"config.json", "report.json", "report.md", "ticket.safetensors", "ticket.slt.safetensors",
@@ -179,7 +179,7 @@ def test_sweep_shares_one_network_and_writes_table_and_plot(tmp_path, capsys):
     assert {r["method"] for r in result["rows"]} == {"stg", "magnitude"}
     assert result["dense"]["method"] == "dense" and 0 < result["dense"]["test_accuracy"] <= 1
     # One frozen network: every ticket regenerates the same weights (same spec and seed).
-    hashes = {torch_slt.ticket.ticket_info(out / r["ticket"])["weights_hash"] for r in result["rows"]}
+    hashes = {torch_slt.experiment.ticket.ticket_info(out / r["ticket"])["weights_hash"] for r in result["rows"]}
     assert len(hashes) == 1
     assert "| magnitude | 90% |" in (out / "sweep.md").read_text() and "dense" in stdout
     rc, text, _ = _run(["inspect", str(out)], capsys)

@@ -1,4 +1,4 @@
-"""torch_slt.init: the strong-ticket initialisations (edge-popup, methods.md section 1)."""
+"""torch_slt.experiment.init: the strong-ticket initialisations (edge-popup, methods.md section 1)."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import torch_slt
-from torch_slt.init import INITIALIZERS, fan_in, initialize, kaiming_std
+from torch_slt.experiment.init import INITIALIZERS, fan_in, initialize, kaiming_std
 
 
 def _net() -> nn.Module:
@@ -15,7 +15,7 @@ def _net() -> nn.Module:
 
 
 def test_exported_from_package():
-    assert torch_slt.init.initialize is initialize
+    assert torch_slt.experiment.init.initialize is initialize
     assert INITIALIZERS == ("kaiming-normal", "scaled-kaiming-normal", "signed-constant")
 
 

@@ -16,7 +16,7 @@ from transformers import TrainingArguments, ViTForImageClassification  # noqa: E
 
 from torch_slt.integrations.hf import SLTTrainer  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def dataset(n=8, seed=0):

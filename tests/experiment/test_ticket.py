@@ -10,9 +10,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import torch_slt
-from torch_slt.errors import TicketMismatchError
-from torch_slt.ticket import pack_bits, ticket_info, unpack_bits, weights_hash
-from torch_slt.zoo import ModelSpec, build_model
+from torch_slt.core.errors import TicketMismatchError
+from torch_slt.experiment.ticket import pack_bits, ticket_info, unpack_bits, weights_hash
+from torch_slt.experiment.zoo import ModelSpec, build_model
 
 
 def _random_masks(model, density, seed=0):

@@ -1,4 +1,4 @@
-"""torch_slt.data: splits, IDX reading (written by the test itself), missing-file errors."""
+"""torch_slt.experiment.data: splits, IDX reading (written by the test itself), missing-file errors."""
 
 import gzip
 import pickle
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from torch_slt.data import DATASETS, FASHION_MNIST_DIR, load_dataset, read_idx
-from torch_slt.errors import DatasetNotFoundError, SLTError, UnknownDatasetError
+from torch_slt.experiment.data import DATASETS, FASHION_MNIST_DIR, load_dataset, read_idx
+from torch_slt.core.errors import DatasetNotFoundError, SLTError, UnknownDatasetError
 
 
 def _write_idx(path, tensor: torch.Tensor, code: int = 0x08, fmt: str = "B", compress: bool = False):

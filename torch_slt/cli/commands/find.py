@@ -1,0 +1,142 @@
+"""``torch-slt find``: train one ticket and save it with a report and a plot."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import torch_slt
+from torch_slt.cli import output
+from torch_slt.cli.flags import add_run_flags
+from torch_slt.cli.prepare import Prepared, load_data, prepare
+from torch_slt.cli.reports import report_markdown, summary, summary_table
+from torch_slt.cli.settings import CONFIG, CLIError, RunSettings, from_args
+
+NAME = "find"
+HELP = "train one ticket and save it with a report"
+CHECKPOINT = "checkpoint.pt"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(NAME, help=HELP,
+                       description="Build a random network from --seed, gate it with --method, train the "
+                       "masks (weights frozen), evaluate, finalize and save the ticket, report.json/.md "
+                       "and layer_sparsity.png in --out. With no flags: stg on lenet300 on digits.")
+    p.add_argument("--method", help=f"pruning method (default {RunSettings.method}; see 'torch-slt methods')")
+    add_run_flags(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out from its last epoch checkpoint, with its "
+                   "settings; it ends with the same ticket as an uninterrupted run")
+    # For tests: stop after N epochs, as a killed run would.
+    p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from torch_slt.experiment.train import fit
+
+    t_start = time.perf_counter()
+    out = Path(args.out) if args.out else None
+    if args.resume and out is None:
+        raise CLIError("--resume needs --out, the folder of the run to continue.")
+    s, resuming = from_args(args, out)
+    s.method = s.method.strip().lower().replace("-", "_")
+    out = out or output.default_out(NAME, s)
+    output.check_out(out, args.resume)
+    splits = load_data(s)
+    prep = prepare(s, s.method, s.sparsity, splits)
+    output.make_out(out)
+    if not resuming:
+        output.write_json(out / CONFIG, {"command": NAME, "settings": s.to_dict()})
+    config = prep.train_config
+    config.quiet, config.stop_after = args.quiet, args.stop_after
+    if not args.quiet:
+        print(f"torch-slt find: {s.method} on {s.model} / {s.dataset} ({len(splits.train)} train, "
+              f"{len(splits.val)} val, {len(splits.test)} test) -> {out}", file=sys.stderr)
+    try:
+        result = fit(prep.model, splits.train, splits.val, config, checkpoint=out / CHECKPOINT,
+                     resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"torch-slt find: interrupted; continue with: torch-slt find --out {out} --resume",
+              file=sys.stderr)
+        return 130
+    except ValueError as err:  # a checkpoint that does not fit
+        raise CLIError(str(err)) from None
+    if not result.completed:
+        print(f"torch-slt find: stopped after epoch {len(result.history)} of {config.epochs}; continue "
+              f"with: torch-slt find --out {out} --resume", file=sys.stderr)
+        return 0
+    report = _finish(prep, result, out, t_start)
+    print(summary(report, out) if args.quiet else summary_table(report, out))
+    (out / CHECKPOINT).unlink(missing_ok=True)
+    return 0
+
+
+def _finish(prep: Prepared, result: Any, out: Path, t_start: float) -> dict[str, Any]:
+    """Finalize, evaluate (the test split once), and write every output; report.json last."""
+    from torch_slt.experiment.train import evaluate
+
+    model, s = prep.model, prep.settings
+    if torch_slt.is_gated(model):
+        torch_slt.finalize(model)
+    val_acc = evaluate(model, prep.splits.val)
+    test_acc = evaluate(model, prep.splits.test)
+    sparsity = torch_slt.report(model)
+    with output.staged(out, last="report.json") as staging:
+        model_cpu = model.to("cpu")
+        output.save_state_dict(staging / "ticket.safetensors", model_cpu, prep.spec)
+        with warnings.catch_warnings():
+            if s.train_weights:  # a weak ticket: trained values are stored, as expected
+                warnings.filterwarnings("ignore", message=r"save_ticket\(\): none of the model's weights")
+            torch_slt.save_ticket(staging / "ticket.slt.safetensors", model_cpu, prep.spec,
+                                  metadata={"method": s.method, "test_accuracy": test_acc})
+        _plot(sparsity, staging, s, test_acc)
+        report = _report(prep, result, sparsity, val_acc, test_acc, t_start, staging)
+        (staging / "report.md").write_text(report_markdown(report))
+        output.write_json(staging / "report.json", report)
+    return report
+
+
+def _plot(sparsity: Any, folder: Path, s: RunSettings, test_acc: float) -> None:
+    try:
+        from torch_slt.experiment.plots import plot_layer_sparsity
+
+        plot_layer_sparsity(sparsity, folder / "layer_sparsity.png",
+                            title=f"{s.method} on {s.model} / {s.dataset}: "
+                                  f"{sparsity.sparsity:.1%} removed, test {test_acc:.1%}")
+    except ImportError as err:
+        print(f"torch-slt find: no plot ({err})", file=sys.stderr)
+
+
+def _report(prep: Prepared, result: Any, sparsity: Any, val_acc: float, test_acc: float,
+            t_start: float, folder: Path) -> dict[str, Any]:
+    model, s = prep.model, prep.settings
+    total = sum(p.numel() for p in model.parameters())
+    nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir())}
+    return {
+        "command": NAME, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"torch_slt": torch_slt.__version__, "torch": torch.__version__},
+        "settings": s.to_dict(),
+        "method": {"name": s.method, "kwargs": prep.method_kwargs,
+                   "learned": bool(torch_slt.get_method(s.method).learned)},
+        "training": {**result.config.to_dict(), "resumed_from_epoch": result.resumed_from},
+        "model": prep.spec.to_dict(),
+        "dataset": {"name": s.dataset, "train": len(prep.splits.train), "val": len(prep.splits.val),
+                    "test": len(prep.splits.test), "in_shape": list(prep.splits.in_shape),
+                    "num_classes": prep.splits.num_classes},
+        "accuracy": {"val": val_acc, "test": test_acc},
+        "sparsity": sparsity.to_dict(),
+        "parameters": {"total": total, "nonzero": nonzero, "gated": sparsity.total,
+                       "gated_kept": sparsity.kept},
+        "wall_time_s": {"total": time.perf_counter() - t_start, "training": result.wall_time},
+        "history": result.history,
+        "files": files,
+    }

@@ -1,0 +1,37 @@
+"""``torch-slt methods``: the registered methods, their family and default optimiser."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch_slt
+
+NAME = "methods"
+HELP = "list the registered methods"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(NAME, help=HELP,
+                       description="The registered pruning methods, their family and default optimiser.")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from torch_slt.experiment.train import method_defaults
+
+    rows = []
+    for name in torch_slt.list_methods():
+        cls = torch_slt.get_method(name)
+        d = method_defaults(name)
+        rows.append({"name": name, "family": "learned" if cls.learned else "one-shot",
+                     "optimizer": f"{d.optimizer} lr {d.lr:g}" if cls.learned else "-",
+                     "description": cls.description or (cls.__doc__ or "").strip().splitlines()[0]})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print("| method | family | default optimizer | description |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r['family']} | {r['optimizer']} | {r['description']} |")
+    return 0

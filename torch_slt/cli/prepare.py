@@ -1,0 +1,138 @@
+"""Turn :class:`RunSettings` into a run: the data, the model spec, the gated model, the training config.
+
+Everything is validated here, before a command writes or trains anything; bad input becomes a
+:class:`CLIError` that names the flag.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+import torch_slt
+from torch_slt.cli.settings import CLIError, RunSettings, flag_of
+from torch_slt.core.errors import SettingError, SLTError
+
+#: Samples per class handed to data-driven one-shot methods (SNIP, GraSP), as in Synaptic-Flow.
+SCORING_SAMPLES_PER_CLASS = 10
+
+
+@dataclass
+class Prepared:
+    """Everything validated before anything is written: data, spec, gated model, method kwargs."""
+
+    settings: RunSettings
+    splits: Any
+    spec: Any
+    model: torch.nn.Module
+    method_kwargs: dict[str, Any]
+    train_config: Any
+    device: torch.device
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean bad input while preparing a run (turned into CLIError)."""
+    return (SLTError, ValueError, TypeError, ImportError, FileNotFoundError, KeyError)
+
+
+def load_data(s: RunSettings):
+    from torch_slt.experiment.data import DATASETS, load_dataset
+
+    if s.dataset not in DATASETS:
+        raise CLIError(f"unknown dataset {s.dataset!r}; choose one of {', '.join(DATASETS)}.")
+    try:
+        return load_dataset(s.dataset, s.data_dir, download=bool(s.download), val_fraction=s.val_fraction,
+                            seed=s.seed)
+    except user_errors() + (OSError,) as err:
+        raise CLIError(str(err)) from None
+
+
+def method_kwargs(method: str, s: RunSettings, sparsity: float | None, splits: Any,
+                  device: torch.device) -> dict[str, Any]:
+    """The method's keyword arguments from the flags; flags the method does not take are an error."""
+    try:
+        cls = torch_slt.get_method(method)
+    except SLTError as err:
+        raise CLIError(str(err)) from None
+    params = inspect.signature(cls.__init__).parameters
+    given = {"lam": s.lam, "sigma": s.sigma, "sparsity": sparsity}
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    kwargs.update(s.method_args)
+    for key in kwargs:
+        if key not in params or key.startswith("_") or key in ("data", "loss_fn"):
+            accepted = [n for n in params if n not in ("self", "data", "loss_fn") and not n.startswith("_")]
+            flag = f"--{key}" if key in given else f"--method-arg {key}=..."
+            raise CLIError(f"{flag} does not apply to method {method!r}; it takes: {', '.join(accepted)}.")
+    if "seed" in params and "seed" not in kwargs:
+        kwargs["seed"] = s.seed
+    if "data" in params:
+        kwargs["data"] = [scoring_batch(splits, s.seed, device)]
+    return kwargs
+
+
+def full_method_config(model: torch.nn.Module, given: dict[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter of the method as applied (defaults included), for the report."""
+    from torch_slt.core.metadata import method_config
+
+    hook = next(torch_slt.gated_tensors(model))[2]
+    return {**method_config(hook), **{k: v for k, v in given.items() if k not in ("data", "loss_fn")}}
+
+
+def check_method_settings(s: RunSettings, method: str, sparsity: float | None, splits: Any) -> None:
+    """Build the method once (not applied) so that a sweep fails before its first run, not midway."""
+    kwargs = method_kwargs(method, s, sparsity, splits, torch.device("cpu"))
+    try:
+        torch_slt.get_method(method)(**kwargs)
+    except user_errors() as err:
+        raise CLIError(f"{method}: {err}") from None
+
+
+def scoring_batch(splits: Any, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random subset of the training split (10 per class on average), for SNIP / GraSP."""
+    n = min(len(splits.train), SCORING_SAMPLES_PER_CLASS * splits.num_classes)
+    order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(seed))[:n]
+    items = [splits.train[int(i)] for i in order]
+    x = torch.stack([torch.as_tensor(item[0]) for item in items]).to(device)
+    y = torch.as_tensor([int(item[1]) for item in items]).to(device)
+    return x, y
+
+
+def train_config(s: RunSettings, method: str | None, device: torch.device):
+    """The :class:`TrainConfig` of the run, with the method's defaults filled in and checked."""
+    from torch_slt.experiment.train import TrainConfig
+
+    config = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, optimizer=s.optimizer,
+                         momentum=s.momentum, weight_decay=s.weight_decay, schedule=s.schedule,
+                         train_weights=bool(s.train_weights), seed=s.seed, device=str(device))
+    try:
+        return config.resolved(method)
+    except SettingError as err:
+        raise CLIError(f"{flag_of(err.setting)} {err.value!r} {err.reason}") from None
+
+
+def prepare(s: RunSettings, method: str | None, sparsity: float | None, splits: Any) -> Prepared:
+    """Build the spec and the model, gate it (``method`` None: the dense baseline), resolve training."""
+    from torch_slt.experiment.train import resolve_device
+    from torch_slt.experiment.zoo import ModelSpec, build_model
+
+    try:
+        device = resolve_device(s.device)
+        density = 1.0 if s.init == "kaiming-normal" or sparsity is None else 1.0 - sparsity
+        spec = ModelSpec(s.model, tuple(splits.in_shape), splits.num_classes, width=s.width, init=s.init,
+                         density=density, seed=s.seed)
+        config = train_config(s, method, device)
+        model = build_model(spec).to(device)
+        kwargs: dict[str, Any] = {}
+        if method is not None:
+            kwargs = method_kwargs(method, s, sparsity, splits, device)
+            torch_slt.apply(model, method, freeze=not s.train_weights, **kwargs)
+            kwargs = full_method_config(model, kwargs)
+    except CLIError:
+        raise
+    except user_errors() as err:
+        raise CLIError(str(err)) from None
+    kwargs.pop("data", None)
+    return Prepared(s, splits, spec, model, kwargs, config, device)

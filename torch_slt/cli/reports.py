@@ -1,0 +1,91 @@
+"""Markdown and terminal summaries of finished runs (from their report / sweep JSON, so ``inspect``
+prints exactly what the run wrote)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def fmt_pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2%}"
+
+
+def report_markdown(r: dict[str, Any]) -> str:
+    s, acc, sp, par = r["settings"], r["accuracy"], r["sparsity"], r["parameters"]
+    lines = [
+        f"# Ticket: {s['method']} on {s['model']} / {s['dataset']}", "",
+        "| | |", "|---|---|",
+        f"| test accuracy | {acc['test']:.2%} |",
+        f"| val accuracy | {acc['val']:.2%} |",
+        f"| sparsity (gated weights removed) | {sp['sparsity']:.2%} "
+        f"({sp['kept']:,} of {sp['total']:,} kept) |",
+        f"| parameters | {par['total']:,} total, {par['nonzero']:,} non-zero |",
+        f"| wall time | {r['wall_time_s']['total']:.1f} s ({r['wall_time_s']['training']:.1f} s training) |",
+        "", "## Configuration", "", "| setting | value |", "|---|---|",
+    ]
+    training = r["training"]
+    for key, value in s.items():
+        if value is None and training.get(key) is not None:
+            value = f"{training[key]} (default for {s['method']})"
+        lines.append(f"| {key} | {value} |")
+    lines += [f"| {key} | {value} |" for key, value in training.items()
+              if key not in s and key not in ("quiet", "stop_after", "num_workers")]
+    lines += [f"| {s['method']}.{key} | {value} |" for key, value in r["method"]["kwargs"].items()]
+    lines += [f"| model.{key} | {value} |" for key, value in r["model"].items()]
+    lines += ["", "## Per-layer sparsity", "", "![layer sparsity](layer_sparsity.png)", "",
+              "| tensor | shape | kept | total | sparsity |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {row['name']} | {'x'.join(map(str, row['shape']))} | {row['kept']:,} | {row['total']:,} "
+              f"| {row['sparsity']:.2%} |" for row in sp["layers"]]
+    if r["history"]:
+        lines += ["", "## Training", "", "| epoch | loss | val accuracy | sparsity |",
+                  "|---:|---:|---:|---:|"]
+        lines += [f"| {h['epoch']} | {h['loss']:.4f} | {fmt_pct(h['val_accuracy'])} "
+                  f"| {fmt_pct(h['sparsity'])} |" for h in r["history"]]
+    lines += ["", "## Files", "", "| file | bytes |", "|---|---:|"]
+    lines += [f"| {k} | {v:,} |" for k, v in r["files"].items()]
+    lines += ["", "Load the ticket:", "", "```python", "import torch_slt",
+              'model, spec, meta = torch_slt.load_ticket("ticket.slt.safetensors")', "```", ""]
+    return "\n".join(lines)
+
+
+def summary(r: dict[str, Any], out: Path) -> str:
+    sp = r["sparsity"]
+    return (f"test accuracy {r['accuracy']['test']:.2%} (val {r['accuracy']['val']:.2%}) with "
+            f"{sp['sparsity']:.2%} of the gated weights removed ({sp['kept']:,} of {sp['total']:,} kept); "
+            f"{r['wall_time_s']['total']:.1f} s. Ticket and report in {out}/")
+
+
+def summary_table(r: dict[str, Any], out: Path) -> str:
+    """The final summary: accuracy, sparsity overall and per layer, time, where the files are."""
+    s, sp = r["settings"], r["sparsity"]
+    width = max([len(row["name"]) for row in sp["layers"]] + [16])
+    lines = [f"{s['method']} on {s['model']} / {s['dataset']}",
+             f"  {'test accuracy':<{width}}  {r['accuracy']['test']:>8.2%}   "
+             f"(val {r['accuracy']['val']:.2%})",
+             f"  {'sparsity':<{width}}  {sp['sparsity']:>8.2%}   "
+             f"({sp['kept']:,} of {sp['total']:,} gated weights kept)"]
+    lines += [f"  {row['name']:<{width}}  {row['sparsity']:>8.2%}   ({row['kept']:,} of {row['total']:,})"
+              for row in sp["layers"]]
+    lines += [f"  {'wall time':<{width}}  {r['wall_time_s']['total']:>7.1f} s",
+              f"  {'ticket and report':<{width}}  {out}/"]
+    return "\n".join(lines)
+
+
+def sweep_markdown(r: dict[str, Any], short: bool = False) -> str:
+    s = r["settings"]
+    title = f"# Sweep: {s['model']} / {s['dataset']}, seed {s['seed']}, {s['epochs']} epochs"
+    lines = [] if short else [title, "", "![accuracy against sparsity](curve.png)", ""]
+    lines += ["| method | target sparsity | sparsity | val accuracy | test accuracy | time (s) |",
+              "|---|---:|---:|---:|---:|---:|"]
+    rows = list(r["rows"]) + ([r["dense"]] if r["dense"] else [])
+    for row in rows:
+        target = "-" if row["target_sparsity"] is None else f"{row['target_sparsity']:.0%}"
+        lines.append(f"| {row['method']} | {target} | {row['sparsity']:.2%} | {row['val_accuracy']:.2%} "
+                     f"| {row['test_accuracy']:.2%} | {row['wall_time_s']:.1f} |")
+    if not short:
+        weights = "are trained too (--train-weights)" if s["train_weights"] else "stay frozen"
+        lines += ["", f"The weights {weights}. Learned-mask methods train their masks; one-shot methods "
+                  "choose theirs once at apply. `dense` trains every weight. Methods without a sparsity "
+                  "target run once; their sparsity is what they reached.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""The typed settings of a ``find`` / ``sweep`` run, built once from the parsed flags.
+
+A setting travels: flag (``flags.py``) -> :class:`RunSettings` (here: defaults, the saved settings of a
+resumed run, then the flags typed) -> ``prepare.py`` (the method's constructor arguments and the
+:class:`~torch_slt.experiment.train.TrainConfig`) -> the method and :func:`~torch_slt.experiment.train.fit`.
+Errors about a setting name its flag (:func:`flag_of`), never a dataclass field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+#: The file of a run folder that holds its settings (read back by ``--resume``).
+CONFIG = "config.json"
+#: Settings that may change when a run is resumed (they do not change the ticket).
+RESUME_FREE = ("device",)
+
+
+class CLIError(Exception):
+    """A user error: printed as one paragraph (no traceback); the command exits with status 2."""
+
+
+@dataclass
+class RunSettings:
+    """Every setting of ``find`` / ``sweep``. ``None`` means "the method's default" (see
+    ``torch-slt methods`` and :data:`torch_slt.experiment.train.METHOD_DEFAULTS`)."""
+
+    method: str = "stg"
+    dataset: str = "digits"
+    model: str = "lenet300"
+    width: float = 1.0
+    init: str = "kaiming-normal"
+    data_dir: str | None = None
+    download: bool = False
+    val_fraction: float = 0.1
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float | None = None
+    optimizer: str | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    lam: float | None = None
+    sigma: float | None = None
+    sparsity: float | None = None
+    method_args: dict[str, Any] = field(default_factory=dict)
+    train_weights: bool = False
+    seed: int = 0
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+def flag_of(setting: str) -> str:
+    """The command-line flag of a setting (``batch_size`` -> ``--batch-size``)."""
+    return "--method-arg" if setting == "method_args" else "--" + setting.replace("_", "-")
+
+
+def from_args(args: argparse.Namespace, out: Path | None) -> tuple[RunSettings, bool]:
+    """Defaults, then the saved settings of the run in ``out`` (with ``--resume``), then the flags.
+
+    Returns the settings and whether saved settings were found (a run to resume)."""
+    typed = _typed_flags(args)
+    saved = _saved_settings(out) if getattr(args, "resume", False) and out is not None else {}
+    if saved:
+        clash = [f"{flag_of(k)} {typed[k]!r} (the run has {saved.get(k)!r})" for k in typed
+                 if k not in RESUME_FREE and saved.get(k, getattr(RunSettings(), k)) != typed[k]]
+        if clash:
+            raise CLIError(f"--resume continues the run in {out} with the settings it started with, but "
+                           f"{'; '.join(clash)} differ. Drop those flags to resume, or start a new run "
+                           f"with another --out.")
+    known = {k: v for k, v in saved.items() if k in RunSettings.names()}
+    return replace(RunSettings(**known), **typed), bool(saved)
+
+
+def _saved_settings(out: Path) -> dict[str, Any]:
+    path = out / CONFIG
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())["settings"]
+
+
+def _typed_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line (flags left at None were not typed)."""
+    typed = {k: getattr(args, k) for k in RunSettings.names() if getattr(args, k, None) is not None}
+    if "method_args" in typed:
+        typed["method_args"] = parse_method_args(typed["method_args"])
+    return typed
+
+
+def parse_method_args(items: list[str]) -> dict[str, Any]:
+    """``["threshold=0.6", "scope=global"]`` -> ``{"threshold": 0.6, "scope": "global"}``."""
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise CLIError(f"--method-arg {item!r} must look like KEY=VALUE, e.g. --method-arg threshold=0.6")
+        try:
+            parsed[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            parsed[key.strip()] = value.strip()
+    return parsed
