@@ -14,7 +14,7 @@ def add_run_flags(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     from torch_slt.experiment.init import INITIALIZERS
     from torch_slt.experiment.zoo import MODEL_NAMES
 
-    defaults = RunSettings()
+    defaults = RunSettings().training
     g = p.add_argument_group("method")
     g.add_argument("--lam", type=float, help="penalty weight of the gate methods (stg, hardconcrete)")
     g.add_argument("--sigma", type=float, help="stg gate noise standard deviation")

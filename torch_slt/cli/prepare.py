@@ -7,7 +7,7 @@ Everything is validated here, before a command writes or trains anything; bad in
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -102,11 +102,7 @@ def scoring_batch(splits: Any, seed: int, device: torch.device) -> tuple[torch.T
 
 def train_config(s: RunSettings, method: str | None, device: torch.device):
     """The :class:`TrainConfig` of the run, with the method's defaults filled in and checked."""
-    from torch_slt.experiment.train import TrainConfig
-
-    config = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, optimizer=s.optimizer,
-                         momentum=s.momentum, weight_decay=s.weight_decay, schedule=s.schedule,
-                         train_weights=bool(s.train_weights), seed=s.seed, device=str(device))
+    config = replace(s.training, train_weights=bool(s.training.train_weights), seed=s.seed, device=str(device))
     try:
         return config.resolved(method)
     except SettingError as err:
@@ -128,7 +124,7 @@ def prepare(s: RunSettings, method: str | None, sparsity: float | None, splits: 
         kwargs: dict[str, Any] = {}
         if method is not None:
             kwargs = method_kwargs(method, s, sparsity, splits, device)
-            torch_slt.apply(model, method, freeze=not s.train_weights, **kwargs)
+            torch_slt.apply(model, method, freeze=not s.training.train_weights, **kwargs)
             kwargs = full_method_config(model, kwargs)
     except CLIError:
         raise

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from torch_slt.experiment.train.config import TrainConfig
 
 #: The file of a run folder that holds its settings (read back by ``--resume``).
 CONFIG = "config.json"
@@ -38,27 +40,37 @@ class RunSettings:
     data_dir: str | None = None
     download: bool = False
     val_fraction: float = 0.1
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float | None = None
-    optimizer: str | None = None
-    momentum: float | None = None
-    weight_decay: float | None = None
-    schedule: str | None = None
     lam: float | None = None
     sigma: float | None = None
     sparsity: float | None = None
     method_args: dict[str, Any] = field(default_factory=dict)
-    train_weights: bool = False
     seed: int = 0
     device: str = "auto"
+    #: epochs, batch size, optimiser settings, ``train_weights``: one flag each (:data:`TRAINING_FLAGS`).
+    training: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Flat, one key per flag (the form of ``config.json``)."""
+        flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "training"}
+        return {**flat, **{k: getattr(self.training, k) for k in TRAINING_FLAGS}}
+
+    @classmethod
+    def from_dict(cls, flat: dict[str, Any]) -> RunSettings:
+        """The inverse of :meth:`to_dict`; unknown keys are ignored."""
+        own_names = {f.name for f in fields(cls)} - {"training"}
+        own = {k: v for k, v in flat.items() if k in own_names}
+        training = {k: v for k, v in flat.items() if k in TRAINING_FLAGS}
+        return cls(**own, training=replace(TrainConfig(), **training))
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+        """Every setting's name (one per flag)."""
+        return tuple(f.name for f in fields(cls) if f.name != "training") + TRAINING_FLAGS
+
+
+#: The :class:`TrainConfig` fields that are run settings (the rest, e.g. ``quiet``, are per call).
+TRAINING_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
+                  "train_weights")
 
 
 def flag_of(setting: str) -> str:
@@ -74,13 +86,12 @@ def from_args(args: argparse.Namespace, out: Path | None) -> tuple[RunSettings, 
     saved = _saved_settings(out) if getattr(args, "resume", False) and out is not None else {}
     if saved:
         clash = [f"{flag_of(k)} {typed[k]!r} (the run has {saved.get(k)!r})" for k in typed
-                 if k not in RESUME_FREE and saved.get(k, getattr(RunSettings(), k)) != typed[k]]
+                 if k not in RESUME_FREE and saved.get(k, RunSettings().to_dict()[k]) != typed[k]]
         if clash:
             raise CLIError(f"--resume continues the run in {out} with the settings it started with, but "
                            f"{'; '.join(clash)} differ. Drop those flags to resume, or start a new run "
                            f"with another --out.")
-    known = {k: v for k, v in saved.items() if k in RunSettings.names()}
-    return replace(RunSettings(**known), **typed), bool(saved)
+    return RunSettings.from_dict({**RunSettings().to_dict(), **saved, **typed}), bool(saved)
 
 
 def _saved_settings(out: Path) -> dict[str, Any]:

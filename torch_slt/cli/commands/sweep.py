@@ -145,7 +145,7 @@ def _save_ticket(prep: Any, row: dict[str, Any], out: Path, label: str) -> str:
     tickets = out / "tickets"
     tickets.mkdir(exist_ok=True)
     with warnings.catch_warnings():
-        if prep.settings.train_weights:
+        if prep.settings.training.train_weights:
             warnings.filterwarnings("ignore", message=r"save_ticket\(\): none of the model's weights")
         path = torch_slt.save_ticket(tickets / f"{label}.slt.safetensors", prep.model.to("cpu"), prep.spec,
                                      metadata={"method": row["method"], "test_accuracy": row["test_accuracy"]})

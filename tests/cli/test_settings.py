@@ -1,0 +1,60 @@
+"""cli/settings.py and cli/prepare.py: typed settings built once from the flags; errors name the flag."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from torch_slt.cli import main
+from torch_slt.cli.settings import TRAINING_FLAGS, RunSettings, flag_of, from_args
+from torch_slt.cli.main import build_parser
+
+
+def _settings(argv):
+    return from_args(build_parser().parse_args(["find", *argv]), None)[0]
+
+
+def test_flags_become_typed_settings_and_defaults_fill_the_rest():
+    s = _settings(["--lam", "0.2", "--epochs", "3", "--batch-size", "32", "--method-arg", "threshold=0.6"])
+    assert isinstance(s, RunSettings)
+    assert (s.lam, s.training.epochs, s.training.batch_size) == (0.2, 3, 32)
+    assert s.method_args == {"threshold": 0.6}
+    assert (s.method, s.dataset, s.training.lr) == ("stg", "digits", None)
+
+
+def test_to_dict_is_flat_and_round_trips():
+    s = _settings(["--epochs", "7", "--schedule", "cosine", "--seed", "3"])
+    flat = s.to_dict()
+    assert set(flat) == set(RunSettings.names()) and set(TRAINING_FLAGS) <= set(flat)
+    assert "training" not in flat and flat["epochs"] == 7
+    assert RunSettings.from_dict(json.loads(json.dumps(flat))) == s
+
+
+@pytest.mark.parametrize("setting, flag", [("batch_size", "--batch-size"), ("epochs", "--epochs"),
+                                           ("weight_decay", "--weight-decay"), ("method_args", "--method-arg")])
+def test_flag_of(setting, flag):
+    assert flag_of(setting) == flag
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs 0 must be a positive integer"),
+    (["--batch-size", "-4"], "--batch-size -4 must be a positive integer"),
+    (["--lr", "-0.1"], "--lr -0.1 must be a positive number"),
+    (["--momentum", "-1", "--optimizer", "sgd"], "--momentum -1.0 must be a number >= 0"),
+])
+def test_training_errors_name_the_flag_not_the_field(argv, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["find", *argv, "--quiet", "--device", "cpu", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "TrainConfig" not in err and "batch_size" not in err
+    assert not out.exists()
+
+
+def test_resume_clash_names_the_flag(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"command": "find", "settings": _settings([]).to_dict()}))
+    args = build_parser().parse_args(["find", "--resume", "--out", str(out), "--batch-size", "16"])
+    with pytest.raises(Exception, match=r"--batch-size 16 \(the run has 64\)"):
+        from_args(args, out)
