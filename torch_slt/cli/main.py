@@ -20,7 +20,8 @@ import torch_slt
 from torch_slt.cli.commands import find, inspect, methods, sweep
 from torch_slt.cli.settings import CLIError
 
-#: The commands, in ``--help`` order: modules with NAME, HELP, add_parser(subparsers) and run(args).
+#: The commands, in ``--help`` order: modules with NAME, HELP, DESCRIPTION, add_arguments(parser) and
+#: run(args).
 COMMANDS = (find, sweep, inspect, methods)
 
 
@@ -33,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for command in COMMANDS:
-        command.add_parser(sub).set_defaults(func=command.run)
+        p = sub.add_parser(command.NAME, help=command.HELP, description=command.DESCRIPTION)
+        command.add_arguments(p)
+        p.set_defaults(func=command.run)
     return parser
 
 

@@ -1,2 +1,3 @@
-"""One module per ``torch-slt`` command. Each has ``NAME``, ``HELP``, ``add_parser(subparsers)`` and
-``run(args) -> int``; :data:`torch_slt.cli.main.COMMANDS` lists them in ``--help`` order."""
+"""One module per ``torch-slt`` command. Each has ``NAME``, ``HELP``, ``DESCRIPTION``,
+``add_arguments(parser)`` and ``run(args) -> int``; :data:`torch_slt.cli.main.COMMANDS` lists them in
+``--help`` order and creates their parsers."""

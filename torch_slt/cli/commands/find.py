@@ -21,14 +21,13 @@ from torch_slt.cli.settings import CONFIG, CLIError, RunSettings, from_args
 
 NAME = "find"
 HELP = "train one ticket and save it with a report"
+DESCRIPTION = ("Build a random network from --seed, gate it with --method, train the "
+               "masks (weights frozen), evaluate, finalize and save the ticket, report.json/.md "
+               "and layer_sparsity.png in --out. With no flags: stg on lenet300 on digits.")
 CHECKPOINT = "checkpoint.pt"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP,
-                       description="Build a random network from --seed, gate it with --method, train the "
-                       "masks (weights frozen), evaluate, finalize and save the ticket, report.json/.md "
-                       "and layer_sparsity.png in --out. With no flags: stg on lenet300 on digits.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", help=f"pruning method (default {RunSettings.method}; see 'torch-slt methods')")
     add_run_flags(p)
     p.add_argument("--resume", action="store_true",
@@ -36,7 +35,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "settings; it ends with the same ticket as an uninterrupted run")
     # For tests: stop after N epochs, as a killed run would.
     p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
-    return p
 
 
 def run(args: argparse.Namespace) -> int:

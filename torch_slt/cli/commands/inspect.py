@@ -16,17 +16,15 @@ from torch_slt.cli.settings import CLIError
 
 NAME = "inspect"
 HELP = "report on a saved ticket or run folder"
+DESCRIPTION = ("Print the report of a run folder (its report.json), a compact ticket "
+               "(*.slt.safetensors: rebuilt and verified) or a finalized state_dict "
+               "(*.safetensors: zeros per tensor).")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP,
-                       description="Print the report of a run folder (its report.json), a compact ticket "
-                       "(*.slt.safetensors: rebuilt and verified) or a finalized state_dict "
-                       "(*.safetensors: zeros per tensor).")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH", help="run folder, report.json, ticket.slt.safetensors or "
                    "ticket.safetensors")
     p.add_argument("--json", action="store_true", help="print JSON instead of markdown")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:

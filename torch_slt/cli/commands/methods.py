@@ -9,13 +9,11 @@ import torch_slt
 
 NAME = "methods"
 HELP = "list the registered methods"
+DESCRIPTION = ("The registered pruning methods, their family and default optimiser.")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP,
-                       description="The registered pruning methods, their family and default optimiser.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,19 +23,17 @@ from torch_slt.core.errors import SLTError
 
 NAME = "sweep"
 HELP = "several methods x sparsities on one frozen network, plus dense"
+DESCRIPTION = ("Train a ticket for every method and sparsity on one frozen random "
+               "network (gate methods reach each sparsity through their sparsity target), train "
+               "the dense baseline, and write sweep.json, sweep.md and curve.png in --out.")
 SWEEP_SPARSITIES = (0.5, 0.7, 0.9, 0.95)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP,
-                       description="Train a ticket for every method and sparsity on one frozen random "
-                       "network (gate methods reach each sparsity through their sparsity target), train "
-                       "the dense baseline, and write sweep.json, sweep.md and curve.png in --out.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", help="comma-separated method names (default: every registered method)")
     p.add_argument("--sparsities", help="comma-separated fractions removed (default 0.5,0.7,0.9,0.95)")
     p.add_argument("--no-dense", action="store_true", help="skip the dense-trained baseline")
     add_run_flags(p, sweep=True)
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
