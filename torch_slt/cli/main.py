@@ -46,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = getattr(args, "threads", None)
     if threads is not None:
         if threads < 1:
-            print(f"torch-slt {args.command}: error: --threads {threads} must be at least 1.", file=sys.stderr)
+            print(f"torch-slt {args.command}: error: --threads {threads} must be at least 1.",
+                  file=sys.stderr)
             return 2
         import torch
 

@@ -102,7 +102,8 @@ def scoring_batch(splits: Any, seed: int, device: torch.device) -> tuple[torch.T
 
 def train_config(s: RunSettings, method: str | None, device: torch.device):
     """The :class:`TrainConfig` of the run, with the method's defaults filled in and checked."""
-    config = replace(s.training, train_weights=bool(s.training.train_weights), seed=s.seed, device=str(device))
+    config = replace(s.training, train_weights=bool(s.training.train_weights), seed=s.seed,
+                     device=str(device))
     try:
         return config.resolved(method)
     except SettingError as err:

@@ -1,8 +1,8 @@
 """Compact lottery tickets: a spec, a seed, and one bit per weight.
 
 A strong ticket keeps a subset of frozen random weights, so it is fully described by the recipe for
-those random weights (a :class:`~torch_slt.experiment.zoo.ModelSpec`, whose ``seed`` draws them) and one bit per
-gated weight. :func:`save_ticket` writes exactly that into a `safetensors <https://huggingface.co/docs/
+those random weights (a :class:`~torch_slt.experiment.zoo.ModelSpec`, whose ``seed`` draws them) and one
+bit per gated weight. :func:`save_ticket` writes exactly that into a `safetensors <https://huggingface.co/docs/
 safetensors>`_ file, plus a hash of the generated weights; :func:`load_ticket` rebuilds the model with
 :func:`~torch_slt.experiment.zoo.build_model`, checks the hash (another torch version may draw other numbers),
 applies the masks and returns a finalized standard model whose outputs equal those of the model that

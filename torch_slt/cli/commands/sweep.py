@@ -81,7 +81,8 @@ def _plot(result: dict[str, Any], out: Path) -> None:
         from torch_slt.experiment.plots import plot_accuracy_vs_sparsity
 
         plot_accuracy_vs_sparsity(
-            [{"method": r["method"], "sparsity": r["sparsity"], "accuracy": r["test_accuracy"]} for r in rows],
+            [{"method": r["method"], "sparsity": r["sparsity"], "accuracy": r["test_accuracy"]}
+             for r in rows],
             out / "curve.png", dense_accuracy=dense["test_accuracy"] if dense else None,
             title=f"{s['model']} / {s['dataset']}, seed {s['seed']}")
     except ImportError as err:
@@ -133,9 +134,11 @@ def _run_one(s: RunSettings, method: str | None, sparsity: float | None, splits:
            "epochs": prep.train_config.epochs, "kwargs": prep.method_kwargs,
            "wall_time_s": time.perf_counter() - t0}
     if method is not None:
-        row["ticket"] = _save_ticket(prep, row, out, label=f"{name}-{sparsity}" if sparsity is not None else name)
+        label = f"{name}-{sparsity}" if sparsity is not None else name
+        row["ticket"] = _save_ticket(prep, row, out, label)
     if not quiet:
-        print(f"{tag} {name}: test {row['test_accuracy']:.2%}, sparsity {row['sparsity']:.2%}", file=sys.stderr)
+        print(f"{tag} {name}: test {row['test_accuracy']:.2%}, sparsity {row['sparsity']:.2%}",
+              file=sys.stderr)
     return row
 
 
@@ -145,6 +148,7 @@ def _save_ticket(prep: Any, row: dict[str, Any], out: Path, label: str) -> str:
     with warnings.catch_warnings():
         if prep.settings.training.train_weights:
             warnings.filterwarnings("ignore", message=r"save_ticket\(\): none of the model's weights")
+        meta = {"method": row["method"], "test_accuracy": row["test_accuracy"]}
         path = torch_slt.save_ticket(tickets / f"{label}.slt.safetensors", prep.model.to("cpu"), prep.spec,
-                                     metadata={"method": row["method"], "test_accuracy": row["test_accuracy"]})
+                                     metadata=meta)
     return str(Path(path).relative_to(out))

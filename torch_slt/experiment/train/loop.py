@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from torch_slt.core.api import gated_tensors, mask_parameters, penalty
 from torch_slt.experiment.train.batches import _loader, _logits, _to, evaluate, method_of, resolve_device
-from torch_slt.experiment.train.checkpoint import _load_checkpoint, _rng_state, _save_checkpoint, _set_rng_state
+from torch_slt.experiment.train.checkpoint import (_load_checkpoint, _rng_state, _save_checkpoint,
+                                                  _set_rng_state)
 from torch_slt.experiment.train.config import METHOD_DEFAULTS, FitResult, TrainConfig
 
 
