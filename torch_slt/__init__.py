@@ -15,8 +15,8 @@ from torch_slt import _aliases, methods  # noqa: F401  (methods registers the bu
 from torch_slt.core.api import (apply, finalize, gated_tensors, is_gated, mask_parameters,
                                 named_mask_parameters, penalty)
 from torch_slt.core.base import FixedMaskMethod, LearnedMaskMethod, SLTMethod
-from torch_slt.core.errors import (AlreadyGatedError, NoTargetsError, NotGatedError, SLTError,
-                                   UnknownMethodError, UnsupportedModelError)
+from torch_slt.core.errors import (AlreadyGatedError, NonFiniteError, NonFiniteGateError, NoTargetsError,
+                                   NotGatedError, SLTError, UnknownMethodError, UnsupportedModelError)
 from torch_slt.core.registry import get_method, list_methods, register_method
 from torch_slt.core.report import LayerSparsity, SparsityReport, report
 from torch_slt.core.state import load_file, load_state_dict, save_file
@@ -50,7 +50,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "AlreadyGatedError", "FixedMaskMethod", "LayerSparsity", "LearnedMaskMethod", "NoTargetsError",
+    "AlreadyGatedError", "FixedMaskMethod", "NonFiniteError", "NonFiniteGateError", "LayerSparsity", "LearnedMaskMethod", "NoTargetsError",
     "NotGatedError", "SLTError", "SLTMethod", "SparsityReport", "UnknownMethodError", "apply",
     "finalize", "gated_tensors", "get_method", "is_gated", "list_methods", "mask_parameters",
     "named_mask_parameters", "penalty", "register_method", "report", "__version__",

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from torch_slt.experiment.data import DATASETS, FASHION_MNIST_DIR, load_dataset, read_idx
-from torch_slt.core.errors import DatasetNotFoundError, SLTError, UnknownDatasetError
+from torch_slt.core.errors import DatasetFormatError, DatasetNotFoundError, SLTError, UnknownDatasetError
 
 
 def _write_idx(path, tensor: torch.Tensor, code: int = 0x08, fmt: str = "B", compress: bool = False):
@@ -130,6 +130,60 @@ def test_cifar10_in_torchvision_layout(tmp_path):
     assert (len(splits.train), len(splits.val), len(splits.test)) == (15, 5, 4)
     assert splits.in_shape == (3, 32, 32) and splits.classes[9] == "truck"
     assert splits.test[3][1] == 9
+
+
+def _cifar_folder(tmp_path, protocol=pickle.DEFAULT_PROTOCOL):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir(exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"batch_label": b"training batch", b"filenames": [b"a.png"] * 4,
+                 b"data": torch.randint(0, 256, (4, 3072), generator=g, dtype=torch.uint8).numpy(),
+                 b"labels": [0, 1, 2, 9]}
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh, protocol=protocol)
+    return folder
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar10_restricted_unpickler_reads_every_pickle_protocol(tmp_path, protocol):
+    _cifar_folder(tmp_path, protocol)  # 2: as Python 2 / re-pickled bytes; 5: numpy's out-of-band form
+    assert len(load_dataset("cifar10", tmp_path, val_fraction=0.25).test) == 4
+
+
+class _Planted:
+    """A pickle payload that runs code on load (here: creates a file)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_cifar10_planted_pickle_is_refused_without_running_code(tmp_path):
+    folder = _cifar_folder(tmp_path)
+    marker = tmp_path / "pwned"
+    with open(folder / "data_batch_3", "wb") as fh:
+        pickle.dump({b"data": _Planted(marker), b"labels": [0]}, fh)
+    with pytest.raises(DatasetFormatError, match=r"data_batch_3 is not an official CIFAR-10 python batch "
+                                                  r"\(refers to (posix|os)\.system\).*cannot run code"):
+        load_dataset("cifar10", tmp_path)
+    assert not marker.exists()
+    assert isinstance(DatasetFormatError("x"), SLTError)
+
+
+def test_cifar10_truncated_or_foreign_file_is_a_format_error(tmp_path):
+    folder = _cifar_folder(tmp_path)
+    (folder / "test_batch").write_bytes((folder / "test_batch").read_bytes()[:100])
+    with pytest.raises(DatasetFormatError, match="test_batch is not an official"):
+        load_dataset("cifar10", tmp_path)
+    with open(folder / "test_batch", "wb") as fh:
+        pickle.dump([1, 2, 3], fh)
+    with pytest.raises(DatasetFormatError, match="holds no b'data' and b'labels'"):
+        load_dataset("cifar10", tmp_path)
 
 
 def test_bad_arguments():

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from torch_slt.core.validation import check_kwargs
-from torch_slt.core.base import SLTMethod, refuse_if_pruned
+from torch_slt.core.base import SLTMethod, refuse_if_pruned, refuse_if_uninitialized
 from torch_slt.core.errors import AlreadyGatedError, NotGatedError
 from torch_slt.core.registry import get_method
 from torch_slt.core.targets import Selector, select_targets
@@ -78,6 +78,7 @@ def _check_selected(model: nn.Module, selected: list[tuple[str, nn.Module]]) -> 
             refuse_if_pruned(module, "weight")
         except AlreadyGatedError as err:
             raise AlreadyGatedError(f"apply(): module {name!r}: {err}") from None
+        refuse_if_uninitialized(module, "weight", f"apply(): module {name!r}")
     return check_targets(model, selected)
 
 
@@ -228,12 +229,17 @@ def finalize(model: nn.Module) -> nn.Module:
 
     Raises:
         NotGatedError: ``model`` carries no torch_slt gate.
+        NonFiniteGateError: a gate holds NaN or infinity (e.g. after a step on a NaN batch); the model
+            is left gated and unchanged, and the message names the tensors and the fix.
     """
+    from torch_slt.core.finite import check_finite_gates
+
     gated = list(gated_tensors(model))
     if not gated:
         raise NotGatedError(
             "finalize(): the model has no torch_slt gates; call torch_slt.apply(model, ...) first"
         )
+    check_finite_gates(model, "finalize()")
     for _, module, hook in gated:
         prune.remove(module, hook._tensor_name)
     params = dict(model.named_parameters())

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from torch_slt.core.errors import AlreadyGatedError
+from torch_slt.core.errors import AlreadyGatedError, UnsupportedModelError
 from torch_slt.core.metadata import GateMetadata
 
 
@@ -307,7 +307,13 @@ def _is_detach_hook(hook: Any, name: str) -> bool:
 
 
 def _check_gateable(cls: type, module: nn.Module, name: str) -> None:
+    from torch_slt.core.parametrized import parametrization_of, refusal
+
     refuse_if_pruned(module, name)
+    found = parametrization_of(module, name)
+    if found is not None:
+        raise UnsupportedModelError(refusal(f"{cls.__name__}.apply()", module, found, name))
+    refuse_if_uninitialized(module, name, f"{cls.__name__}.apply()")
     orig = getattr(module, name, None)
     if not isinstance(orig, nn.Parameter):
         raise TypeError(
@@ -334,3 +340,12 @@ def refuse_if_pruned(module: nn.Module, name: str) -> None:
         f"Call torch_slt.finalize(model) (or torch.nn.utils.prune.remove(module, {name!r})) first "
         f"to make the current mask permanent, then apply the next method."
     )
+
+
+def refuse_if_uninitialized(module: nn.Module, name: str, label: str) -> None:
+    """A lazy module (``nn.LazyLinear``, ``nn.LazyConv2d``) has no weight shape before its first forward."""
+    if isinstance(module._parameters.get(name), nn.parameter.UninitializedParameter):
+        raise UnsupportedModelError(
+            f"{label}: {type(module).__name__}.{name} is not initialized yet (a lazy module learns its "
+            f"shape from its first input). Run one forward pass first, e.g. model(example_batch), then "
+            f"gate it.")

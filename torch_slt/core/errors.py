@@ -50,3 +50,21 @@ class SettingError(SLTError, ValueError):
     def __init__(self, setting: str, value: object, reason: str, owner: str = "TrainConfig") -> None:
         self.setting, self.value, self.reason = setting, value, reason
         super().__init__(f"{owner}: {setting}={value!r} {reason}")
+
+
+class NonFiniteError(SLTError, ValueError):
+    """A hyperparameter or a gate tensor holds NaN or infinity."""
+
+
+class NonFiniteGateError(NonFiniteError):
+    """A learned gate tensor holds NaN or infinity (after a step on a non-finite batch or loss), so its
+    hard mask would be meaningless. ``names`` lists the qualified gate tensors."""
+
+    def __init__(self, message: str, names: list[str]) -> None:
+        self.names = names
+        super().__init__(message)
+
+
+class DatasetFormatError(SLTError, ValueError):
+    """A dataset file is there but is not in the expected format (truncated, or a pickle that refers to
+    code the official files never do)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -86,6 +87,7 @@ def report(model: nn.Module) -> SparsityReport:
             rows.append(LayerSparsity(_qualify(module_name, hook._tensor_name), tuple(mask.shape),
                                       int(mask.sum()), mask.numel(), type(hook).name))
         if rows:
+            _warn_if_not_finite(model)
             return SparsityReport(rows)
         params = dict(model.named_parameters())
         history = model.__dict__.get(_HISTORY_ATTR) or {
@@ -97,3 +99,13 @@ def report(model: nn.Module) -> SparsityReport:
                 rows.append(LayerSparsity(name, tuple(weight.shape), int(torch.count_nonzero(weight)),
                                           weight.numel(), method))
     return SparsityReport(rows)
+
+
+def _warn_if_not_finite(model: nn.Module) -> None:
+    """NaN gates read as pruned, so the numbers above would look normal: say so (finalize refuses)."""
+    from torch_slt.core import finite
+
+    names = finite.nonfinite_gates(model)
+    if names:
+        warnings.warn(finite.message(names, "report()") + " finalize() refuses such a model.",
+                      RuntimeWarning, stacklevel=3)

@@ -7,7 +7,8 @@ from typing import Callable, Iterable, Union
 
 from torch import nn
 
-from torch_slt.core.errors import NoTargetsError
+from torch_slt.core.errors import NoTargetsError, UnsupportedModelError
+from torch_slt.core.parametrized import parametrization_of, refusal
 
 Selector = Union[str, Iterable[str], Callable[[str, nn.Module], bool], None]
 
@@ -76,7 +77,9 @@ def select_targets(model: nn.Module, targets: Selector = None,
     selected = []
     for name, module in model.named_modules():
         # Only modules that own a weight are candidates, so a regex or a callable never sees the rest.
-        if not has_weight(module):
+        # A weight computed by a parametrization is a candidate too, so that it is refused by name
+        # rather than skipped in silence.
+        if not has_weight(module) and parametrization_of(module) is None:
             continue
         if targets is None:
             if not is_default_target(module):
@@ -88,11 +91,16 @@ def select_targets(model: nn.Module, targets: Selector = None,
         selected.append((name, module))
     if not selected:
         raise NoTargetsError(_no_match_message(model, targets, exclude))
+    for name, module in selected:
+        found = parametrization_of(module)
+        if found is not None:
+            raise UnsupportedModelError(refusal(f"apply(): module {name!r}", module, found))
     return selected
 
 
 def _no_match_message(model: nn.Module, targets: Selector, exclude: Selector) -> str:
-    candidates = [n for n, m in model.named_modules() if n and has_weight(m)]
+    candidates = [n for n, m in model.named_modules()
+                  if n and (has_weight(m) or parametrization_of(m) is not None)]
     shown = ", ".join(candidates[:10]) + (", ..." if len(candidates) > 10 else "")
     if not candidates:
         return (f"apply(): {type(model).__name__} has no submodule with a 'weight' Parameter to gate")

@@ -27,18 +27,33 @@ def check_sparsity(sparsity: Any, who: str, *, required: bool = True) -> float |
 
 
 def check_nonnegative(name: str, value: Any, who: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"{who}: {name} must be a number, got {value!r}")
+    _check_finite_number(name, value, who)
     if value < 0:
         raise ValueError(f"{who}: {name}={value!r} is negative; use a value >= 0")
     return float(value)
 
 
 def check_positive(name: str, value: Any, who: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"{who}: {name} must be a number, got {value!r}")
+    _check_finite_number(name, value, who)
     if value <= 0:
         raise ValueError(f"{who}: {name}={value!r} must be > 0")
+    return float(value)
+
+
+def _check_finite_number(name: str, value: Any, who: str) -> None:
+    """A real number that is neither NaN nor infinite: ``lam=inf`` would make every gate close at the
+    first step (and ``inf * 0`` in the penalty is NaN), so it is refused like NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{who}: {name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        from torch_slt.core.errors import NonFiniteError
+
+        raise NonFiniteError(f"{who}: {name}={value!r} is not a finite number; give a finite value")
+
+
+def check_finite(name: str, value: Any, who: str) -> float:
+    """Any finite real number (an initial logit or gate mean)."""
+    _check_finite_number(name, value, who)
     return float(value)
 
 

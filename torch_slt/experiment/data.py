@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from torch_slt.core.errors import DatasetNotFoundError, UnknownDatasetError
+from torch_slt.core.errors import DatasetFormatError, DatasetNotFoundError, UnknownDatasetError
 
 DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "mnist", "cifar10")
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -308,9 +308,47 @@ def _cifar10(data_dir: str | os.PathLike | None, download: bool) -> tuple[ImageD
     for files in (_CIFAR_TRAIN, _CIFAR_TEST):
         images, labels = [], []
         for f in files:
-            with open(folder / f, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")  # the official CIFAR-10 python format
+            batch = read_cifar_batch(folder / f)
             images.append(torch.as_tensor(batch[b"data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
             labels.append(torch.as_tensor(batch[b"labels"], dtype=torch.long))
         out.append(ImageDataset(torch.cat(images), torch.cat(labels), mean, std, scale=255.0))
     return out[0], out[1]
+
+
+#: The only globals the official CIFAR-10 python files (pickled by Python 2 numpy) and re-pickled copies
+#: refer to: numpy's array reconstruction (old and new module paths) and bytes from Python 3 protocol 2.
+_CIFAR_PICKLE_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`_CIFAR_PICKLE_GLOBALS`.
+
+    ``pickle.load`` runs whatever callable a file names (``os.system`` included), and a data directory
+    is user input: a planted ``data_batch_1`` must not run code. torchvision uses plain ``pickle.load``.
+    """
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refers to {module}.{name}")
+        return super().find_class(module, name)
+
+
+def read_cifar_batch(path: Path) -> dict:
+    """One CIFAR-10 python batch file: ``{b"data": uint8 array N x 3072, b"labels": [int] * N, ...}``."""
+    try:
+        with open(path, "rb") as fh:
+            batch = _CifarUnpickler(fh, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as err:
+        raise DatasetFormatError(
+            f"cifar10: {path} is not an official CIFAR-10 python batch ({err}); it was refused unread "
+            f"(only numpy arrays, lists and bytes are accepted, so a planted file cannot run code). "
+            f"Delete the folder and download it again (--download, or "
+            f"https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz).") from None
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DatasetFormatError(f"cifar10: {path} holds no b'data' and b'labels' entries; it is not a "
+                                 f"CIFAR-10 python batch. Download the dataset again.")
+    return batch

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from torch_slt.core.api import gated_tensors, mask_parameters, penalty
+from torch_slt.core.finite import check_finite_gates
 from torch_slt.experiment.train.batches import _loader, _logits, _to, evaluate, method_of, resolve_device
 from torch_slt.experiment.train.checkpoint import (_load_checkpoint, _rng_state, _save_checkpoint,
                                                   _set_rng_state)
@@ -82,6 +83,10 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     Returns:
         a :class:`FitResult`. The model is left in eval mode on ``config.device``.
 
+    Raises:
+        NonFiniteGateError: at the end of an epoch, when a gate holds NaN or infinity (a NaN batch or
+            a diverging loss); the checkpoint of the previous epoch is kept.
+
     ``fit`` seeds torch's global RNG with ``config.seed`` (the gate noise is drawn from it) and shuffles
     with its own generator, so two calls with the same config give the same masks. The checkpoint holds
     every RNG state, which is why a resumed run matches an uninterrupted one bit for bit (on the same
@@ -129,6 +134,8 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
         for epoch in range(start, stop):
             t0 = time.perf_counter()
             loss = _train_epoch(model, train_loader, optimizer, device, bar, epoch, cfg)
+            # Once per epoch (one device wait), before the checkpoint: the last one saved stays good.
+            check_finite_gates(model, f"fit(): after epoch {epoch + 1}")
             lr = optimizer.param_groups[0]["lr"]
             if scheduler is not None:
                 scheduler.step()

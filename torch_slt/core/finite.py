@@ -1,0 +1,65 @@
+"""Detection of non-finite gate tensors (NaN or infinity in ``weight_mu``, scores, lam states).
+
+One training step on a batch holding a NaN turns every gate it reaches into NaN. The hard masks then
+look normal (``NaN > 0`` is false, so those weights simply read as pruned), and ``report`` and
+``finalize`` would hand out a ticket chosen by NaN. The check below runs where a result leaves the
+library (:func:`torch_slt.finalize` refuses, :func:`torch_slt.report` warns, ``fit`` stops at the end of
+the epoch), not in the forward pass: it reads every gate once and waits for the device, which is cheap
+once per epoch but not once per step. A ``GradScaler`` that skips steps with non-finite gradients
+never writes them into the gates, so mixed precision passes the check.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from torch_slt.core.errors import NonFiniteGateError
+
+FIX = ("Look for NaN or infinite inputs or losses (e.g. assert torch.isfinite(x).all() on the "
+       "batches), lower the learning rate, or use torch.amp.GradScaler, which skips steps whose "
+       "gradients are not finite; then restart from a checkpoint saved before the fault "
+       "(fit's checkpoint= keeps the last good epoch).")
+
+
+def _gate_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
+    from torch_slt.core.api import _qualify, gated_tensors
+
+    found = []
+    for module_name, module, hook in gated_tensors(model):
+        stem = hook._tensor_name
+        keys = [f"{stem}_{field}" for field in hook.fields] + [f"{stem}_lam"]
+        for key in keys:
+            tensor = module._parameters.get(key)
+            if tensor is None:
+                tensor = module._buffers.get(key)
+            if tensor is not None and tensor.is_floating_point():
+                found.append((_qualify(module_name, key), tensor))
+    return found
+
+
+def nonfinite_gates(model: nn.Module) -> list[str]:
+    """Qualified names of the gate tensors (and adaptive-lam states) of ``model`` that hold a NaN or an
+    infinity; empty when every one is finite. One device synchronisation when all are finite."""
+    tensors = _gate_tensors(model)
+    if not tensors:
+        return []
+    with torch.no_grad():
+        flags = [torch.isfinite(t).all() for _, t in tensors]
+        device = flags[0].device
+        if bool(torch.stack([f.to(device) for f in flags]).all()):  # the one wait for the device
+            return []
+        return [name for (name, _), ok in zip(tensors, flags) if not bool(ok)]
+
+
+def message(names: list[str], who: str) -> str:
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return (f"{who}: the gate tensors {shown} hold NaN or infinite values, so their masks mean "
+            f"nothing (a NaN gate reads as pruned). {FIX}")
+
+
+def check_finite_gates(model: nn.Module, who: str) -> None:
+    """Raise :class:`~torch_slt.core.errors.NonFiniteGateError` naming every non-finite gate tensor."""
+    names = nonfinite_gates(model)
+    if names:
+        raise NonFiniteGateError(message(names, who), names)
