@@ -40,7 +40,7 @@ def __getattr__(name: str) -> Any:
         value = module if attribute is None else getattr(module, attribute)
         globals()[name] = value
         return value
-    if name in ("core", "methods", "experiment", "cli", "integrations"):
+    if name in ("core", "methods", "experiment", "cli", "integrations", "prune"):
         return importlib.import_module(f"torch_slt.{name}")
     raise AttributeError(f"module 'torch_slt' has no attribute {name!r}")
 

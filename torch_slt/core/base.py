@@ -96,6 +96,10 @@ class SLTMethod(prune.BasePruningMethod):
         whole model); otherwise the method derives it from ``importance_scores`` or its own state.
         If anything fails the module is restored exactly as it was.
         """
+        if cls.learned and importance_scores is not None:
+            raise TypeError(
+                f"{cls.__name__}.apply(): importance_scores is for fixed-mask methods; {cls.name!r} learns its "
+                f"mask during training from its own initialisation, so the scores would be ignored")
         method = cls(*args, **kwargs)
         return method._install(module, name, importance_scores=importance_scores, mask=mask)
 
@@ -136,8 +140,15 @@ class SLTMethod(prune.BasePruningMethod):
         return orig * getattr(module, self._tensor_name + "_mask")
 
     def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
-        """torch's hook for score-based masks; learned methods keep ``default_mask``."""
-        return default_mask
+        """torch's hook for a mask computed from a tensor alone (``prune.global_unstructured``,
+        ``PruningContainer``). A learned mask does not exist before training, so there is none to
+        compute: refused with what to use instead (fixed-mask methods override this)."""
+        cls = type(self)
+        raise TypeError(
+            f"{cls.__name__} ({cls.name!r}) learns its mask during training, so it has no mask to compute "
+            f"from a tensor at prune time (torch.nn.utils.prune.global_unstructured / PruningContainer "
+            f"need one). Gate the tensors with torch_slt.apply(model, {cls.name!r}, targets=...) and train "
+            f"them; for a global ranking chosen at once use 'magnitude' or 'random'.")
 
     def remove(self, module: nn.Module) -> None:
         """Bake ``orig * hard mask`` into a plain Parameter and delete every tensor the method added.
@@ -173,6 +184,7 @@ class SLTMethod(prune.BasePruningMethod):
                 for key in [k for k, h in hooks.items() if getattr(h, "owner", None) is self]:
                     del hooks[key]
         module._parameters[name] = orig
+        _refresh_rnn_weights(module, name)
         order = getattr(self, "_param_order", None)
         if order:
             # Restore the original key order so the state_dict lists keys as the unmodified model does.
@@ -236,11 +248,23 @@ class FixedMaskMethod(SLTMethod):
 
     learned = False
 
-    def __init__(self, sparsity: float | None = None, scope: str = "global") -> None:
-        from torch_slt.core.validation import check_choice, check_sparsity
+    def __init__(self, sparsity: float | None = None, scope: str = "global", *,
+                 amount: float | None = None) -> None:
+        from torch_slt.core.validation import check_choice, check_sparsity, sparsity_or_amount
 
-        self.sparsity = check_sparsity(sparsity, type(self).name or type(self).__name__)
+        who = type(self).name or type(self).__name__
+        value, given = sparsity_or_amount(sparsity, amount, who)
+        self.sparsity = check_sparsity(value, who, name=given)
         self.scope = check_choice("scope", scope, ("global", "layer"))
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        """torch's entry point (``prune.global_unstructured``, ``PruningContainer``): keep the top
+        ``1 - sparsity`` of the entries of ``t`` by this method's per-tensor scores (``|t|`` for
+        ``magnitude``), within ``default_mask``. ``t`` may be importance scores, as in torch."""
+        from torch_slt.core.selection import keep_top
+
+        keep = keep_top([self.tensor_scores(t)], self.sparsity)[0]
+        return default_mask * keep.to(default_mask.dtype)
 
     def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
         """One importance score tensor per target (higher = keep), same shape as its weight."""
@@ -269,8 +293,9 @@ class FixedMaskMethod(SLTMethod):
     def tensor_scores(self, weight: Tensor) -> Tensor:
         """Scores for a single tensor when no model-level scores are given."""
         raise TypeError(
-            f"{type(self).__name__} needs the whole model to score; use torch_slt.apply(model, "
-            f"{type(self).name!r}, ...) or pass importance_scores="
+            f"{type(self).__name__} needs the whole model to score (a forward pass), not one tensor; use "
+            f"torch_slt.apply(model, {type(self).name!r}, ...) (global ranking by default) or pass "
+            f"importance_scores= to {type(self).__name__}.apply"
         )
 
     def hard_mask(self, module: nn.Module) -> Tensor:
@@ -300,6 +325,15 @@ def detach_attribute(module: nn.Module, name: str) -> None:
     tensor = module.__dict__.get(name)
     if tensor is not None and tensor.requires_grad:  # (not grad_fn: dynamo cannot trace it)
         module.__dict__[name] = tensor.detach()
+        _refresh_rnn_weights(module, name)
+
+
+def _refresh_rnn_weights(module: nn.Module, name: str) -> None:
+    """``nn.LSTM``/``GRU``/``RNN`` keep their own list of weight tensors (``_flat_weights``), updated only
+    through ``setattr``; writes that bypass it (``__dict__``, ``_parameters``) must refresh the list, or
+    the RNN would keep running on a stale tensor (after finalize: the last train-mode relaxed weight)."""
+    if name in getattr(module, "_flat_weights_names", ()):
+        module._init_flat_weights()
 
 
 def _is_detach_hook(hook: Any, name: str) -> bool:

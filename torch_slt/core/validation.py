@@ -7,8 +7,27 @@ import math
 from typing import Any, Iterable
 
 
-def check_sparsity(sparsity: Any, who: str, *, required: bool = True) -> float | None:
-    """``sparsity`` is the fraction of weights **removed**, a float in [0, 1)."""
+def sparsity_or_amount(sparsity: Any, amount: Any, who: str) -> tuple[Any, str]:
+    """``amount`` is torch.nn.utils.prune's name for the fraction removed: accept either, never both.
+
+    Returns the value and the name the user gave, for :func:`check_sparsity`'s messages. An int
+    ``amount`` is refused: torch reads it as a number of weights, torch_slt only takes fractions.
+    """
+    if amount is None:
+        return sparsity, "sparsity"
+    if sparsity is not None:
+        raise TypeError(f"{who}: got both sparsity={sparsity!r} and amount={amount!r}; amount is torch's "
+                        f"name for sparsity (the fraction of weights removed): pass only one")
+    if isinstance(amount, int) and not isinstance(amount, bool):
+        raise TypeError(f"{who}: amount={amount!r} is an int, which torch.nn.utils.prune reads as a number "
+                        f"of weights; torch_slt takes the fraction removed, a float in [0, 1) such as "
+                        f"amount=0.9")
+    return amount, "amount"
+
+
+def check_sparsity(sparsity: Any, who: str, *, required: bool = True, name: str = "sparsity") -> float | None:
+    """``sparsity`` is the fraction of weights **removed**, a float in [0, 1) (``name``: the keyword the
+    user gave, ``sparsity`` or torch's ``amount``)."""
     if sparsity is None:
         if required:
             raise TypeError(
@@ -17,10 +36,10 @@ def check_sparsity(sparsity: Any, who: str, *, required: bool = True) -> float |
             )
         return None
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
-        raise TypeError(f"{who}: sparsity must be a float in [0, 1), got {sparsity!r}")
+        raise TypeError(f"{who}: {name} must be a float in [0, 1), got {sparsity!r}")
     if not (0.0 <= float(sparsity) < 1.0) or math.isnan(sparsity):
         raise ValueError(
-            f"{who}: sparsity={sparsity!r} is outside [0, 1); it is the fraction of weights removed "
+            f"{who}: {name}={sparsity!r} is outside [0, 1); it is the fraction of weights removed "
             f"(0.9 keeps 10%)"
         )
     return float(sparsity)

@@ -57,7 +57,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torch_slt.core.validation import check_nonnegative, check_positive, check_probability, check_sparsity
+from torch_slt.core.validation import (check_nonnegative, check_positive, check_probability, check_sparsity,
+                                       sparsity_or_amount)
 from torch_slt.core.base import LearnedMaskMethod
 
 #: Default initial multiplier when ``sparsity`` is given without ``lam``.
@@ -117,9 +118,11 @@ class GateMethod(LearnedMaskMethod):
     ``threshold`` on :math:`P(z \\ne 0)` for the hard mask. Subclasses provide the gates."""
 
     def __init__(self, lam: float | None = None, threshold: float = 0.5, sparsity: float | None = None,
-                 lam_lr: float = DEFAULT_LAM_LR, _target: SparsityTarget | None = None) -> None:
+                 lam_lr: float = DEFAULT_LAM_LR, *, amount: float | None = None,
+                 _target: SparsityTarget | None = None) -> None:
         who = type(self).name or type(self).__name__
-        self.sparsity = check_sparsity(sparsity, who, required=False)
+        value, given = sparsity_or_amount(sparsity, amount, who)
+        self.sparsity = check_sparsity(value, who, required=False, name=given)
         self.lam_lr = check_positive("lam_lr", lam_lr, who)
         if lam is None:
             lam = 0.1 if self.sparsity is None else DEFAULT_TARGET_LAM

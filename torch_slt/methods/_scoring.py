@@ -260,8 +260,8 @@ class DataScoredMethod(FixedMaskMethod):
     """
 
     def __init__(self, sparsity: float | None = None, scope: str = "global", data: Any = None,
-                 loss_fn: LossFn | None = None) -> None:
-        super().__init__(sparsity, scope)
+                 loss_fn: LossFn | None = None, *, amount: float | None = None) -> None:
+        super().__init__(sparsity, scope, amount=amount)
         who = type(self).name or type(self).__name__
         check_data(data, who)
         if loss_fn is not None and not callable(loss_fn):

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torch_slt.core.validation import check_choice, check_sparsity
+from torch_slt.core.validation import check_choice, check_sparsity, sparsity_or_amount
 from torch_slt.core.base import LearnedMaskMethod
 from torch_slt.core.registry import register_method
 from torch_slt.core.selection import _HISTOGRAM_MIN, keep_count, top_k_mask
@@ -133,14 +133,16 @@ class EdgePopup(LearnedMaskMethod):
         sparsity: fraction of weights removed, in [0, 1). Required.
         scope: ``"layer"`` (default, as in the paper) keeps the top ``1 - sparsity`` of each tensor;
             ``"global"`` ranks all the tensors gated by the ``apply`` call together.
+        amount: torch's name for ``sparsity`` (give one of the two).
     """
 
     description = "edge-popup (Ramanujan et al. 2020): keep the top |scores|, straight-through gradient"
     fields = ("scores",)
 
-    def __init__(self, sparsity: float | None = None, scope: str = "layer",
+    def __init__(self, sparsity: float | None = None, scope: str = "layer", *, amount: float | None = None,
                  _slot: tuple[GlobalSelection, int] | None = None) -> None:
-        self.sparsity = check_sparsity(sparsity, "edgepopup")
+        value, given = sparsity_or_amount(sparsity, amount, "edgepopup")
+        self.sparsity = check_sparsity(value, "edgepopup", name=given)
         self.scope = check_choice("scope", scope, ("layer", "global"))
         self._slot = _slot
 

@@ -48,6 +48,7 @@ class Grasp(_scoring.DataScoredMethod):
         loss_fn: ``(logits, targets) -> scalar``; default cross entropy. Logits are taken from a tensor
             output, the first item of a tuple, or ``.logits`` of a Hugging Face ``ModelOutput``.
         temperature: the logits are divided by it before the loss (200, as the reference).
+        amount: torch's name for ``sparsity`` (give one of the two).
 
     ``torch_slt.apply`` leaves ``freeze=False`` for this method (the kept weights are meant to be trained
     afterwards); ``freeze=True`` makes it a strong-ticket baseline.
@@ -56,8 +57,9 @@ class Grasp(_scoring.DataScoredMethod):
     description = "GraSP: keep the largest w * (Hessian @ grad) on data, chosen once at apply"
 
     def __init__(self, sparsity: float | None = None, scope: str = "global", data: Any = None,
-                 loss_fn: _scoring.LossFn | None = None, temperature: float = 200.0) -> None:
-        super().__init__(sparsity, scope, data, loss_fn)
+                 loss_fn: _scoring.LossFn | None = None, temperature: float = 200.0, *,
+                 amount: float | None = None) -> None:
+        super().__init__(sparsity, scope, data, loss_fn, amount=amount)
         self.temperature = check_positive("temperature", temperature, "grasp")
 
     def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:

@@ -104,15 +104,17 @@ class HardConcrete(GateMethod):
             every :func:`torch_slt.penalty` call in training mode so that the hard mask reaches it
             (see :mod:`torch_slt.methods._gates`). Default None: ``lam`` stays fixed.
         lam_lr: relative step size of that adaptation (0.3).
+        amount: torch's name for ``sparsity`` (give one of the two).
     """
 
     description = "hard-concrete L0 gates (Louizos et al. 2018): stretched, clamped concrete samples"
     fields = ("log_alpha",)
 
     def __init__(self, lam: float | None = None, droprate_init: float = 0.5, threshold: float = 0.5,
-                 sparsity: float | None = None, lam_lr: float = DEFAULT_LAM_LR,
-                 _target: SparsityTarget | None = None) -> None:
-        super().__init__(lam=lam, threshold=threshold, sparsity=sparsity, lam_lr=lam_lr, _target=_target)
+                 sparsity: float | None = None, lam_lr: float = DEFAULT_LAM_LR, *,
+                 amount: float | None = None, _target: SparsityTarget | None = None) -> None:
+        super().__init__(lam=lam, threshold=threshold, sparsity=sparsity, lam_lr=lam_lr, amount=amount,
+                         _target=_target)
         self.droprate_init = check_probability("droprate_init", droprate_init, "hardconcrete")
         # P(z != 0) > threshold  <=>  log alpha > logit(threshold) + beta * log(-gamma / zeta).
         self._shift = BETA * math.log(-GAMMA / ZETA)

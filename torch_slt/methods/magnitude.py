@@ -30,6 +30,7 @@ class Magnitude(FixedMaskMethod):
     Args:
         sparsity: fraction of weights removed, in [0, 1). Required.
         scope: ``"global"`` (default) ranks all targeted tensors together; ``"layer"`` each alone.
+        amount: torch's name for ``sparsity`` (give one of the two).
 
     Exactly ``keep_count(total, sparsity)`` weights are kept (ties broken by selection).
     ``torch_slt.apply`` leaves ``freeze=False`` for this method (the kept weights are meant to be trained

@@ -43,6 +43,7 @@ class Random(FixedMaskMethod):
         scope: ``"global"`` (default) ranks all targeted tensors together (each layer keeps close to
             ``1 - sparsity``); ``"layer"`` keeps exactly that fraction of each tensor.
         seed: seed of the method's own generator (default 0); the global RNG is not used.
+        amount: torch's name for ``sparsity`` (give one of the two).
 
     ``torch_slt.apply`` leaves ``freeze=False`` for this method (the kept weights are meant to be trained
     afterwards); ``freeze=True`` makes it a strong-ticket baseline.
@@ -50,8 +51,9 @@ class Random(FixedMaskMethod):
 
     description = "keep a random subset (own seeded generator), chosen once at apply"
 
-    def __init__(self, sparsity: float | None = None, scope: str = "global", seed: int = 0) -> None:
-        super().__init__(sparsity, scope)
+    def __init__(self, sparsity: float | None = None, scope: str = "global", seed: int = 0, *,
+                 amount: float | None = None) -> None:
+        super().__init__(sparsity, scope, amount=amount)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"random: seed must be an int, got {seed!r}")
         self.seed = seed

@@ -38,6 +38,7 @@ class Snip(_scoring.DataScoredMethod):
             summed over all of them. Required.
         loss_fn: ``(logits, targets) -> scalar``; default cross entropy. Logits are taken from a tensor
             output, the first item of a tuple, or ``.logits`` of a Hugging Face ``ModelOutput``.
+        amount: torch's name for ``sparsity`` (give one of the two).
 
     ``torch_slt.apply`` leaves ``freeze=False`` for this method (the kept weights are meant to be trained
     afterwards); ``freeze=True`` makes it a strong-ticket baseline.

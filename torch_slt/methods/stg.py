@@ -143,6 +143,7 @@ class StochasticGates(GateMethod):
             every :func:`torch_slt.penalty` call in training mode so that the hard mask reaches it
             (see :mod:`torch_slt.methods._gates`). Default None: ``lam`` stays fixed.
         lam_lr: relative step size of that adaptation (0.3).
+        amount: torch's name for ``sparsity`` (give one of the two).
     """
 
     description = "Gaussian stochastic gates (Yamada et al. 2020): z = clamp(mu + N(0, sigma^2), 0, 1)"
@@ -150,8 +151,9 @@ class StochasticGates(GateMethod):
 
     def __init__(self, lam: float | None = None, sigma: float = 0.5, mu_init: float = 0.5,
                  threshold: float = 0.5, sparsity: float | None = None, lam_lr: float = DEFAULT_LAM_LR,
-                 _target: SparsityTarget | None = None) -> None:
-        super().__init__(lam=lam, threshold=threshold, sparsity=sparsity, lam_lr=lam_lr, _target=_target)
+                 *, amount: float | None = None, _target: SparsityTarget | None = None) -> None:
+        super().__init__(lam=lam, threshold=threshold, sparsity=sparsity, lam_lr=lam_lr, amount=amount,
+                         _target=_target)
         self.sigma = check_positive("sigma", sigma, "stg")
         self.mu_init = float(mu_init)
         if not math.isfinite(self.mu_init):

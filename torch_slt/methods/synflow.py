@@ -58,6 +58,7 @@ class Synflow(FixedMaskMethod):
         input_shape: shape of one input sample, without the batch dimension, e.g. ``(3, 32, 32)``.
         data: used only for its shape when ``input_shape`` is not given: a ``(inputs, targets)``
             batch or an iterable of batches (the first batch's ``inputs.shape[1:]``).
+        amount: torch's name for ``sparsity`` (give one of the two).
 
     ``torch_slt.apply`` leaves ``freeze=False`` for this method (the kept weights are meant to be trained
     afterwards); ``freeze=True`` makes it a strong-ticket baseline.
@@ -67,8 +68,8 @@ class Synflow(FixedMaskMethod):
 
     def __init__(self, sparsity: float | None = None, scope: str = "global", iterations: int = 100,
                  schedule: str = "exponential", input_shape: Sequence[int] | None = None,
-                 data: Any = None) -> None:
-        super().__init__(sparsity, scope)
+                 data: Any = None, *, amount: float | None = None) -> None:
+        super().__init__(sparsity, scope, amount=amount)
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
             raise ValueError(f"synflow: iterations={iterations!r} must be an int >= 1 (the paper uses 100)")
         self.iterations = iterations
