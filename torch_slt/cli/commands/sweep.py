@@ -1,10 +1,18 @@
-"""``torch-slt sweep``: several methods x sparsities on one frozen network, plus the dense baseline."""
+"""``torch-slt sweep``: several methods x sparsities on one frozen network, plus the dense baseline.
+
+Resumable: the folder holds ``config.json`` (the sweep's settings) from the start; each finished cell
+writes ``cells/<label>.json`` (its row) after its ticket, and the cell in progress keeps an epoch
+checkpoint ``cells/<label>.ckpt.pt``. ``--resume`` skips the cells with a row and continues the
+interrupted one from its checkpoint. Every cell seeds its own network, data order and gate noise, so a
+resumed sweep ends with the same tickets and numbers as an uninterrupted one (wall times aside).
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import inspect
+import json
 import sys
 import time
 import warnings
@@ -18,7 +26,7 @@ from torch_slt.cli import output
 from torch_slt.cli.flags import add_run_flags
 from torch_slt.cli.prepare import check_method_settings, load_data, prepare
 from torch_slt.cli.reports import sweep_markdown
-from torch_slt.cli.settings import CLIError, RunSettings, from_args
+from torch_slt.cli.settings import CONFIG, CLIError, RunSettings, from_args
 from torch_slt.core.errors import SLTError
 
 NAME = "sweep"
@@ -27,22 +35,33 @@ DESCRIPTION = ("Train a ticket for every method and sparsity on one frozen rando
                "network (gate methods reach each sparsity through their sparsity target), train "
                "the dense baseline, and write sweep.json, sweep.md and curve.png in --out.")
 SWEEP_SPARSITIES = (0.5, 0.7, 0.9, 0.95)
+#: The folder of a sweep that holds one row per finished cell and the checkpoint of the cell in progress.
+CELLS = "cells"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", help="comma-separated method names (default: every registered method)")
     p.add_argument("--sparsities", help="comma-separated fractions removed (default 0.5,0.7,0.9,0.95)")
-    p.add_argument("--no-dense", action="store_true", help="skip the dense-trained baseline")
+    p.add_argument("--no-dense", action="store_true", default=None, help="skip the dense-trained baseline")
     add_run_flags(p, sweep=True)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted sweep in --out: finished (method, sparsity) cells are "
+                   "kept, the interrupted one continues from its last epoch; same results as an "
+                   "uninterrupted sweep")
 
 
 def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
-    s, _ = from_args(args, None)
-    methods = split_methods(args.methods)
-    sparsities = split_sparsities(args.sparsities)
-    out = Path(args.out) if args.out else output.default_out(NAME, s)
-    output.check_out(out, resume=False)
+    out = Path(args.out) if args.out else None
+    if args.resume and out is None:
+        raise CLIError("--resume needs --out, the folder of the sweep to continue.")
+    if out is not None:
+        output.check_out(out, args.resume)
+    saved = _saved_sweep(out) if args.resume else None
+    s, _ = from_args(args, out)
+    grid = _grid(args, saved, out)
+    methods, sparsities, no_dense = grid["methods"], grid["sparsities"], grid["no_dense"]
+    out = out or output.default_out(NAME, s)
     splits = load_data(s)
     plan = _plan(methods, sparsities)
     # Check every combination before anything is written or trained: the model builds and gates with
@@ -51,9 +70,17 @@ def run(args: argparse.Namespace) -> int:
     for method, sp in plan[1:]:
         check_method_settings(s, method, sp, splits)
     output.make_out(out)
-    rows = [_run_one(s, method, sp, splits, args.quiet, f"[{i}/{len(plan)}]", out)
-            for i, (method, sp) in enumerate(plan, 1)]
-    dense = None if args.no_dense else _run_one(s, None, None, splits, args.quiet, "[dense]", out)
+    if saved is None:
+        output.write_json(out / CONFIG, {"command": NAME, "settings": s.to_dict(), **grid})
+    (out / CELLS).mkdir(exist_ok=True)
+    try:
+        rows = [_cell(s, method, sp, splits, args.quiet, f"[{i}/{len(plan)}]", out)
+                for i, (method, sp) in enumerate(plan, 1)]
+        dense = None if no_dense else _cell(s, None, None, splits, args.quiet, "[dense]", out)
+    except KeyboardInterrupt:
+        print(f"torch-slt sweep: interrupted; continue with: torch-slt sweep --out {out} --resume",
+              file=sys.stderr)
+        return 130
     result = {"command": NAME, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "versions": {"torch_slt": torch_slt.__version__, "torch": torch.__version__},
               "settings": {**s.to_dict(), "methods": methods, "sparsities": sparsities}, "rows": rows,
@@ -61,9 +88,63 @@ def run(args: argparse.Namespace) -> int:
     _plot(result, out)
     (out / "sweep.md").write_text(sweep_markdown(result))
     output.write_json(out / "sweep.json", result)
+    for leftover in (out / CELLS).glob("*.ckpt.pt*"):  # a kill between a row and its cleanup
+        leftover.unlink()
     print(sweep_markdown(result, short=True))
     print(f"sweep.json, sweep.md and curve.png in {out}/")
     return 0
+
+
+def _saved_sweep(out: Path) -> dict[str, Any] | None:
+    """The config of the sweep in ``out`` to resume; None when the folder holds no run yet."""
+    path = out / CONFIG
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("command") != NAME:
+        raise CLIError(f"--out {out} holds a '{saved.get('command')}' run, not a sweep; resume it with "
+                       f"'torch-slt {saved.get('command')} --out {out} --resume'.")
+    return saved
+
+
+def _grid(args: argparse.Namespace, saved: dict[str, Any] | None, out: Path | None) -> dict[str, Any]:
+    """The sweep's methods, sparsities and dense flag: from the flags, or from the sweep being resumed
+    (where a typed flag must agree with what the sweep started with)."""
+    typed = {"methods": split_methods(args.methods) if args.methods else None,
+             "sparsities": split_sparsities(args.sparsities) if args.sparsities else None,
+             "no_dense": args.no_dense}
+    if saved is None:
+        return {"methods": typed["methods"] or split_methods(None),
+                "sparsities": typed["sparsities"] or split_sparsities(None), "no_dense": bool(args.no_dense)}
+    grid = {k: saved[k] for k in ("methods", "sparsities", "no_dense")}
+    clash = [f"--{k.replace('_', '-')} {v!r} (the sweep has {grid[k]!r})" for k, v in typed.items()
+             if v is not None and v != grid[k]]
+    if clash:
+        raise CLIError(f"--resume continues the sweep in {out} with its own grid, but {'; '.join(clash)} "
+                       f"differ. Drop those flags to resume, or start a new sweep with another --out.")
+    return grid
+
+
+def _cell(s: RunSettings, method: str | None, sparsity: float | None, splits: Any, quiet: bool,
+          tag: str, out: Path) -> dict[str, Any]:
+    """One cell of the grid: its saved row if it finished before, else trained (from its checkpoint
+    when it was interrupted), then its row saved."""
+    label = _label(method, sparsity)
+    done = out / CELLS / f"{label}.json"
+    if done.exists():
+        if not quiet:
+            print(f"{tag} {label}: finished before, kept", file=sys.stderr)
+        return json.loads(done.read_text())
+    checkpoint = out / CELLS / f"{label}.ckpt.pt"
+    row = _run_one(s, method, sparsity, splits, quiet, tag, out, checkpoint)
+    output.write_json(done, row)
+    checkpoint.unlink(missing_ok=True)
+    return row
+
+
+def _label(method: str | None, sparsity: float | None) -> str:
+    name = method or "dense"
+    return f"{name}-{sparsity}" if sparsity is not None else name
 
 
 def _plan(methods: list[str], sparsities: list[float]) -> list[tuple[str, float | None]]:
@@ -114,8 +195,9 @@ def split_sparsities(text: str | None) -> list[float]:
 
 
 def _run_one(s: RunSettings, method: str | None, sparsity: float | None, splits: Any, quiet: bool,
-             tag: str, out: Path) -> dict[str, Any]:
-    """Train, finalize, evaluate and save the ticket of one cell (``method`` None: dense)."""
+             tag: str, out: Path, checkpoint: Path | None = None) -> dict[str, Any]:
+    """Train, finalize, evaluate and save the ticket of one cell (``method`` None: dense); training
+    continues from ``checkpoint`` when it exists and writes it at every epoch."""
     from torch_slt.experiment.train import evaluate, fit
 
     t0 = time.perf_counter()
@@ -124,7 +206,10 @@ def _run_one(s: RunSettings, method: str | None, sparsity: float | None, splits:
     name = method or "dense"
     if not quiet:
         print(f"{tag} {name}" + (f" at sparsity {sparsity}" if sparsity is not None else ""), file=sys.stderr)
-    fit(prep.model, splits.train, splits.val, prep.train_config)
+    try:
+        fit(prep.model, splits.train, splits.val, prep.train_config, checkpoint=checkpoint, resume=True)
+    except ValueError as err:  # a checkpoint that does not fit, non-finite gates
+        raise CLIError(f"{_label(method, sparsity)}: {err}") from None
     if method is not None:
         torch_slt.finalize(prep.model)
     rep = torch_slt.report(prep.model)
@@ -134,8 +219,7 @@ def _run_one(s: RunSettings, method: str | None, sparsity: float | None, splits:
            "epochs": prep.train_config.epochs, "kwargs": prep.method_kwargs,
            "wall_time_s": time.perf_counter() - t0}
     if method is not None:
-        label = f"{name}-{sparsity}" if sparsity is not None else name
-        row["ticket"] = _save_ticket(prep, row, out, label)
+        row["ticket"] = _save_ticket(prep, row, out, _label(method, sparsity))
     if not quiet:
         print(f"{tag} {name}: test {row['test_accuracy']:.2%}, sparsity {row['sparsity']:.2%}",
               file=sys.stderr)
