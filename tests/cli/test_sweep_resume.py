@@ -87,3 +87,15 @@ def test_sweep_resume_refuses_a_changed_grid_a_finished_sweep_and_a_find_folder(
     assert cli.main(["sweep", "--out", str(out), "--resume"]) == 2
     assert "already holds a finished run" in capsys.readouterr().err
     assert cli.main(["sweep", "--out", str(out)]) == 2   # without --resume: never overwritten
+
+
+def test_sweep_resume_with_a_corrupt_cell_checkpoint_says_to_delete_it(tmp_path, capsys):
+    out = tmp_path / "s"
+    (out / "cells").mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps({"command": "sweep", "settings": {"epochs": 2},
+                                                 "methods": ["stg"], "sparsities": [0.5], "no_dense": True}))
+    (out / "cells" / "stg-0.5.ckpt.pt").write_bytes(b"half a checkpoint")   # e.g. a full disk
+    assert cli.main(["sweep", "--out", str(out), "--resume", "--quiet", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "stg-0.5: fit(): cannot read the checkpoint" in err and "delete it to start over" in err
+    assert "Traceback" not in err and not (out / "sweep.json").exists()
