@@ -50,7 +50,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "AlreadyGatedError", "FixedMaskMethod", "NonFiniteError", "NonFiniteGateError", "LayerSparsity", "LearnedMaskMethod", "NoTargetsError",
+    "AlreadyGatedError", "FixedMaskMethod", "LayerSparsity", "LearnedMaskMethod", "NoTargetsError",
+    "NonFiniteError", "NonFiniteGateError",
     "NotGatedError", "SLTError", "SLTMethod", "SparsityReport", "UnknownMethodError", "apply",
     "finalize", "gated_tensors", "get_method", "is_gated", "list_methods", "mask_parameters",
     "named_mask_parameters", "penalty", "register_method", "report", "__version__",

@@ -98,8 +98,8 @@ class SLTMethod(prune.BasePruningMethod):
         """
         if cls.learned and importance_scores is not None:
             raise TypeError(
-                f"{cls.__name__}.apply(): importance_scores is for fixed-mask methods; {cls.name!r} learns its "
-                f"mask during training from its own initialisation, so the scores would be ignored")
+                f"{cls.__name__}.apply(): importance_scores is for fixed-mask methods; {cls.name!r} learns "
+                f"its mask during training from its own initialisation, so the scores would be ignored")
         method = cls(*args, **kwargs)
         return method._install(module, name, importance_scores=importance_scores, mask=mask)
 
