@@ -222,3 +222,12 @@ def test_lazy_linear_before_its_first_forward_is_refused_with_the_fix():
     model(torch.randn(2, 4))
     torch_slt.apply(model, "stg")
     assert model[0].weight_mu.shape == (6, 4)
+
+
+@pytest.mark.parametrize("method", LEARNED)
+def test_torch_prune_remove_of_a_nan_gate_is_refused_too(method):
+    model = torch_slt.apply(mlp(), method, **METHOD_CASES[method](DATA))
+    nan_step(model)
+    with pytest.raises(torch_slt.NonFiniteGateError, match=r"prune.remove\(Linear, 'weight'\).*weight_"):
+        prune.remove(model[0], "weight")
+    assert "weight_orig" in model[0]._parameters and torch_slt.is_gated(model)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from torch_slt.core.errors import AlreadyGatedError, UnsupportedModelError
+from torch_slt.core.errors import AlreadyGatedError, NonFiniteGateError, UnsupportedModelError
 from torch_slt.core.metadata import GateMetadata
 
 
@@ -156,7 +156,13 @@ class SLTMethod(prune.BasePruningMethod):
         Called by ``torch.nn.utils.prune.remove(module, name)``, which then drops the pre-hook.
         The Parameter object stays the same, so optimizers that hold it keep working.
         """
+        from torch_slt.core import finite
+
         name = self._tensor_name
+        bad = finite.nonfinite(finite.hook_tensors("", module, self))
+        if bad:  # torch's prune.remove on one tensor: the same refusal as finalize, nothing touched
+            raise NonFiniteGateError(finite.message(bad, f"prune.remove({type(module).__name__}, {name!r})"),
+                                     bad)
         orig = module._parameters[name + "_orig"]
         with torch.no_grad():
             baked = orig * self.hard_mask(module).to(orig.dtype)

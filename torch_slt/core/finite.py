@@ -22,26 +22,33 @@ FIX = ("Look for NaN or infinite inputs or losses (e.g. assert torch.isfinite(x)
        "(fit's checkpoint= keeps the last good epoch).")
 
 
-def _gate_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
-    from torch_slt.core.api import _qualify, gated_tensors
-
+def hook_tensors(module_name: str, module: nn.Module, hook) -> list[tuple[str, Tensor]]:
+    """``(qualified name, tensor)`` for the learned tensors and the adaptive-lam state of one gate."""
+    stem = hook._tensor_name
     found = []
-    for module_name, module, hook in gated_tensors(model):
-        stem = hook._tensor_name
-        keys = [f"{stem}_{field}" for field in hook.fields] + [f"{stem}_lam"]
-        for key in keys:
-            tensor = module._parameters.get(key)
-            if tensor is None:
-                tensor = module._buffers.get(key)
-            if tensor is not None and tensor.is_floating_point():
-                found.append((_qualify(module_name, key), tensor))
+    for key in [f"{stem}_{field}" for field in hook.fields] + [f"{stem}_lam"]:
+        tensor = module._parameters.get(key)
+        if tensor is None:
+            tensor = module._buffers.get(key)
+        if tensor is not None and tensor.is_floating_point():
+            found.append((f"{module_name}.{key}" if module_name else key, tensor))
     return found
+
+
+def _gate_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
+    from torch_slt.core.api import gated_tensors
+
+    return [pair for name, module, hook in gated_tensors(model) for pair in hook_tensors(name, module, hook)]
 
 
 def nonfinite_gates(model: nn.Module) -> list[str]:
     """Qualified names of the gate tensors (and adaptive-lam states) of ``model`` that hold a NaN or an
     infinity; empty when every one is finite. One device synchronisation when all are finite."""
-    tensors = _gate_tensors(model)
+    return nonfinite(_gate_tensors(model))
+
+
+def nonfinite(tensors: list[tuple[str, Tensor]]) -> list[str]:
+    """The names of ``tensors`` that hold a NaN or an infinity (one device wait when none does)."""
     if not tensors:
         return []
     with torch.no_grad():
