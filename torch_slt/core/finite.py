@@ -52,7 +52,9 @@ def nonfinite(tensors: list[tuple[str, Tensor]]) -> list[str]:
     if not tensors:
         return []
     with torch.no_grad():
-        flags = [torch.isfinite(t).all() for _, t in tensors]
+        # A sharded gate (FSDP2's DTensor) is checked shard by shard on each rank: no collective here
+        # (a NaN batch's gradients are all-reduced, so every rank sees its NaNs).
+        flags = [torch.isfinite(t.to_local() if hasattr(t, "to_local") else t).all() for _, t in tensors]
         device = flags[0].device
         if bool(torch.stack([f.to(device) for f in flags]).all()):  # the one wait for the device
             return []
