@@ -40,7 +40,8 @@ def task_grads_reach(model: nn.Module, loss: torch.Tensor) -> dict[str, float]:
 def test_multihead_attention_out_proj_is_gated_not_stale(batch_first):
     mha = nn.MultiheadAttention(8, 2, batch_first=batch_first)
     torch_slt.apply(mha, "stg", lam=0.1)
-    assert [n for n, _, _ in torch_slt.gated_tensors(mha)] == ["out_proj"]
+    assert [(n, h._tensor_name) for n, _, h in torch_slt.gated_tensors(mha)] == [
+        ("", "in_proj_weight"), ("out_proj", "weight")]
     x = torch.randn(3, 5, 8)
     mha.train()
     grads = task_grads_reach(mha, mha(x, x, x)[0].pow(2).sum())
@@ -68,7 +69,8 @@ def test_transformer_encoder_fast_path_uses_current_masks():
     enc = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
     torch_slt.apply(enc, "stg", lam=0.1)
     names = [n for n, _, _ in torch_slt.gated_tensors(enc)]
-    assert names == [f"layers.{i}.{m}" for i in range(2) for m in ("self_attn.out_proj", "linear1", "linear2")]
+    assert names == [f"layers.{i}.{m}" for i in range(2)
+                     for m in ("self_attn", "self_attn.out_proj", "linear1", "linear2")]
     x = torch.randn(2, 4, 8)
     opt = torch.optim.Adam(torch_slt.mask_parameters(enc), lr=0.2)
     enc.train()

@@ -13,7 +13,7 @@ from torch_slt.core.validation import check_kwargs
 from torch_slt.core.base import SLTMethod, refuse_if_pruned, refuse_if_uninitialized
 from torch_slt.core.errors import AlreadyGatedError, NotGatedError
 from torch_slt.core.registry import get_method
-from torch_slt.core.targets import Selector, select_targets
+from torch_slt.core.targets import Selector, Target, select_targets
 
 # Attributes torch_slt keeps on the root model; plain attributes, so never in the state_dict.
 _FROZEN_ATTR = "_slt_frozen"      # {parameter name: requires_grad before apply froze it}
@@ -24,16 +24,20 @@ def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: S
           exclude: Selector = None, freeze: bool | None = None, **kwargs: Any) -> nn.Module:
     """Gate the weights of ``model`` in place and return it.
 
-    Every targeted module gets, for its ``weight``: ``weight_orig`` (the same Parameter), a boolean
-    ``weight_mask`` buffer, the method's learned Parameters (``weight_mu`` for ``stg``) and a forward
-    pre-hook that recomputes ``weight`` before each forward.
+    Every targeted tensor (a module's ``weight`` as an example) gets ``weight_orig`` (the same
+    Parameter), a boolean ``weight_mask`` buffer, the method's learned Parameters (``weight_mu`` for
+    ``stg``) and a forward pre-hook on its module that recomputes ``weight`` before each forward.
 
     Args:
         model: any ``nn.Module``.
         method: a registered name (see :func:`torch_slt.list_methods`) or a method class.
-        targets: ``None`` (every ``nn.Linear``, ``nn.Conv1d/2d/3d`` and transformers ``Conv1D``),
-            module names (exact, dotted suffix or full regex) or a callable ``(name, module) -> bool``.
-        exclude: same forms as ``targets``; matching modules are left alone.
+        targets: ``None`` (the ``weight`` of every ``nn.Linear``, ``nn.Conv1d/2d/3d`` and transformers
+            ``Conv1D``, ``nn.MultiheadAttention``'s ``in_proj_weight``, the recurrent weights of
+            ``nn.RNN/LSTM/GRU``), module or parameter names (exact, dotted suffix, glob or full regex:
+            ``"fc1"``, ``"*.in_proj_weight"``, ``"rnn.weight_ih_l0"``) or a callable
+            ``(module_name, module) -> bool`` or ``(module_name, param_name, module) -> bool``;
+            see :mod:`torch_slt.core.targets`.
+        exclude: same forms as ``targets``; matching modules or parameters are left alone.
         freeze: set ``requires_grad=False`` on every parameter that is not a gate tensor (weights,
             biases, norms). Defaults to True for learned-mask methods, False for fixed-mask ones.
         **kwargs: the method's hyperparameters, e.g. ``lam=0.08`` for ``stg``.
@@ -63,36 +67,36 @@ def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: S
     prototype = cls(**kwargs)  # validates the hyperparameters before the model is touched
     selected = select_targets(model, targets, exclude)
     readers = _check_selected(model, selected)
-    extras = dict(zip((id(m) for _, m in selected), prototype.plan(model, selected)))
+    extras = dict(zip(selected, prototype.plan(model, selected)))
     return _gate(model, cls, selected, readers,
-                 lambda name, module: cls.apply(module, "weight", **kwargs, **extras[id(module)]),
+                 lambda target: cls.apply(target.module, target.tensor, **kwargs, **extras[target]),
                  cls.learned if freeze is None else freeze)
 
 
-def _check_selected(model: nn.Module, selected: list[tuple[str, nn.Module]]) -> list:
+def _check_selected(model: nn.Module, selected: list[Target]) -> list:
     """Refuse targets that cannot be gated safely (already pruned, tied); find outside readers."""
     from torch_slt.core.checks import check_targets
 
-    for name, module in selected:
+    for target in selected:
         try:
-            refuse_if_pruned(module, "weight")
+            refuse_if_pruned(target.module, target.tensor)
         except AlreadyGatedError as err:
-            raise AlreadyGatedError(f"apply(): module {name!r}: {err}") from None
-        refuse_if_uninitialized(module, "weight", f"apply(): module {name!r}")
+            raise AlreadyGatedError(f"apply(): module {target.name!r}: {err}") from None
+        refuse_if_uninitialized(target.module, target.tensor, f"apply(): module {target.name!r}")
     return check_targets(model, selected)
 
 
-def _gate(model: nn.Module, cls: type[SLTMethod], selected: list[tuple[str, nn.Module]], readers: list,
-          install: Callable[[str, nn.Module], SLTMethod], freeze: bool) -> nn.Module:
-    """Gate every selected module with ``install(name, module) -> hook``: all of them or none."""
+def _gate(model: nn.Module, cls: type[SLTMethod], selected: list[Target], readers: list,
+          install: Callable[[Target], SLTMethod], freeze: bool) -> nn.Module:
+    """Gate every selected tensor with ``install(target) -> hook``: all of them or none."""
     from torch_slt.core.checks import install_readers
 
     applied: list[tuple[nn.Module, SLTMethod, nn.Parameter]] = []
     try:
-        for name, module in selected:
-            orig = module.weight
-            applied.append((module, install(name, module), orig))
-        install_readers(readers, {id(module): hook for module, hook, _ in applied})
+        for target in selected:
+            orig = target.module._parameters[target.tensor]
+            applied.append((target.module, install(target), orig))
+        install_readers(readers, {(id(m), h._tensor_name): h for m, h, _ in applied})
         if freeze:
             _freeze_non_gates(model)
     except BaseException:
@@ -100,17 +104,17 @@ def _gate(model: nn.Module, cls: type[SLTMethod], selected: list[tuple[str, nn.M
             hook._undo(module, orig)
         raise
     history = model.__dict__.setdefault(_HISTORY_ATTR, {})
-    history.update({_qualify(n, "weight"): cls.name for n, _ in selected})
+    history.update({t.qualified: cls.name for t in selected})
     if not cls.learned:  # a learned mask still moves; a fixed one is final
         _warn_if_layers_collapsed(selected, cls.name)
     return model
 
 
-def _warn_if_layers_collapsed(selected: list[tuple[str, nn.Module]], method: str) -> None:
+def _warn_if_layers_collapsed(selected: list[Target], method: str) -> None:
     """Warn when a mask keeps no weight of a tensor: the layer then passes nothing (layer collapse,
     a known failure of global one-shot pruning at high sparsity)."""
-    empty = [name for name, module in selected
-             if not torch.count_nonzero(module._buffers["weight_mask"])]
+    empty = [t.name for t in selected
+             if not torch.count_nonzero(t.module._buffers[t.tensor + "_mask"])]
     if empty:
         warnings.warn(
             f"apply(): {method!r} keeps no weight of {', '.join(map(repr, empty))}: those layers output "
@@ -119,8 +123,8 @@ def _warn_if_layers_collapsed(selected: list[tuple[str, nn.Module]], method: str
 
 
 def _apply_with(model: nn.Module, cls: type[SLTMethod], targets: Selector, *, freeze: bool,
-                install: Callable[[str, nn.Module], SLTMethod]) -> nn.Module:
-    """:func:`apply` with a custom per-module ``install`` (used to re-create gates from a checkpoint)."""
+                install: Callable[[Target], SLTMethod]) -> nn.Module:
+    """:func:`apply` with a custom per-tensor ``install`` (used to re-create gates from a checkpoint)."""
     selected = select_targets(model, targets)
     return _gate(model, cls, selected, _check_selected(model, selected), install, freeze)
 

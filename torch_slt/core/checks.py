@@ -35,7 +35,7 @@ from torch import nn
 from torch_slt.core.base import detach_attribute
 from torch_slt.core.errors import UnsupportedModelError
 
-_READ = re.compile(r"self((?:\.\w+)+)\.weight\b(\s*\.\s*(\w+))?")
+_READ = re.compile(r"self((?:\.\w+)+)\.(\w+)\b(\s*\.\s*(\w+))?")
 _METADATA_ONLY = {"dtype", "device", "shape", "size", "ndim", "dim", "numel", "is_cuda"}
 
 
@@ -48,20 +48,23 @@ class Reader:
     target_name: str
     target: nn.Module
     metadata_only: bool
+    tensor: str = "weight"
 
 
 @functools.lru_cache(maxsize=512)
-def _weight_reads(cls: type) -> tuple[tuple[str, bool], ...]:
-    """``(relative module path, metadata only)`` for every ``self.<path>.weight`` in ``cls.forward``."""
+def _weight_reads(cls: type) -> tuple[tuple[str, str, bool], ...]:
+    """``(relative module path, attribute, metadata only)`` for every ``self.<path>.<attribute>`` in
+    ``cls.forward`` (``self.out_proj.weight``, ``self.self_attn.in_proj_weight``)."""
     try:
         source = textwrap.dedent(inspect.getsource(cls.forward))
     except (OSError, TypeError):
         return ()
-    reads: dict[str, bool] = {}
-    for path, _, attribute in _READ.findall(source):
+    reads: dict[tuple[str, str], bool] = {}
+    for path, tensor, _, attribute in _READ.findall(source):
         meta = attribute in _METADATA_ONLY
-        reads[path[1:]] = reads.get(path[1:], True) and meta
-    return tuple(reads.items())
+        key = (path[1:], tensor)
+        reads[key] = reads.get(key, True) and meta
+    return tuple((path, tensor, meta) for (path, tensor), meta in reads.items())
 
 
 def _owners(model: nn.Module) -> dict[int, list[tuple[str, nn.Module, str]]]:
@@ -81,33 +84,36 @@ def _qualified(module_name: str, attr: str) -> str:
     return f"{module_name}.{attr}" if module_name else attr
 
 
-def check_targets(model: nn.Module, selected: list[tuple[str, nn.Module]]) -> list[Reader]:
+def check_targets(model: nn.Module, selected: list) -> list[Reader]:
     """Refuse tied target weights; return the modules that read a target's weight in their forward.
 
     Raises:
         UnsupportedModelError: a target's weight Parameter is also owned by another module.
     """
     owners = _owners(model)
-    for name, module in selected:
-        shared = [o for o in owners.get(id(module._parameters["weight"]), []) if o[1] is not module]
+    for target in selected:
+        name, module = target[0], target[1]
+        tensor = getattr(target, "tensor", "weight")
+        shared = [o for o in owners.get(id(module._parameters[tensor]), []) if o[1] is not module]
         if shared:
             others = ", ".join(repr(_qualified(n, a)) for n, _, a in shared)
             raise UnsupportedModelError(
-                f"apply(): {name + '.weight'!r} is tied to {others} (the same Parameter). Gating one owner "
-                f"would leave the other reading the ungated tensor, and finalize() would zero the shared "
-                f"tensor under both names. Leave it out with exclude=[{name!r}], or untie it first: "
-                f"model.{name}.weight = torch.nn.Parameter(model.{name}.weight.detach().clone())."
+                f"apply(): {_qualified(name, tensor)!r} is tied to {others} (the same Parameter). Gating "
+                f"one owner would leave the other reading the ungated tensor, and finalize() would zero "
+                f"the shared tensor under both names. Leave it out with exclude=[{name!r}], or untie it "
+                f"first: model.{name}.{tensor} = torch.nn.Parameter(model.{name}.{tensor}.detach().clone())."
             )
-    by_module = {id(module): name for name, module in selected}
+    by_tensor = {(id(t[1]), getattr(t, "tensor", "weight")): t[0] for t in selected}
     readers = []
     for reader_name, reader in model.named_modules():
-        for path, meta in _weight_reads(type(reader)):
+        for path, tensor, meta in _weight_reads(type(reader)):
             try:
                 target = reader.get_submodule(path)
             except AttributeError:
                 continue
-            if id(target) in by_module and target is not reader:
-                readers.append(Reader(reader_name, reader, by_module[id(target)], target, meta))
+            key = (id(target), tensor)
+            if key in by_tensor and target is not reader:
+                readers.append(Reader(reader_name, reader, by_tensor[key], target, meta, tensor))
     return readers
 
 
@@ -144,9 +150,9 @@ class DetachAfterReader:
 
 
 def install_readers(readers: list[Reader], hooks: dict[int, Any]) -> None:
-    """Register the refresh hooks for ``readers``; ``hooks`` maps id(target module) -> its gate."""
+    """Register the refresh hooks for ``readers``; ``hooks`` maps (id(module), tensor) -> its gate."""
     for r in readers:
-        owner = hooks[id(r.target)]
+        owner = hooks[(id(r.target), r.tensor)]
         r.reader.register_forward_pre_hook(RefreshFromReader(owner, r.target, r.metadata_only))
         if not r.metadata_only:
             r.reader.register_forward_hook(DetachAfterReader(owner, r.target))

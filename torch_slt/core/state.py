@@ -84,9 +84,6 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], strict: boo
     modules = dict(model.named_modules())
     for module_name, tensors in gates.items():
         for tensor, info in tensors.items():
-            if tensor != "weight":
-                raise ValueError(f"load_state_dict(): {module_name}.{tensor} is gated; torch_slt "
-                                 f"re-creates gates on 'weight' tensors only")
             module = modules.get(module_name)
             if module is None:
                 continue                               # left for strict loading to report
@@ -105,26 +102,31 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], strict: boo
             config.update(method_kwargs)
             cls = get_method(name)
             key = json.dumps([cls.name, config], sort_keys=True, default=str)
-            groups.setdefault(key, (cls, config, []))[2].append(module_name)
+            groups.setdefault(key, (cls, config, []))[2].append((module_name, tensor))
 
     for cls, config, names in groups.values():
         wanted = set(names)
-        selector = lambda n, m, wanted=wanted: n in wanted  # noqa: E731
+        selector = lambda n, p, m, wanted=wanted: (n, p) in wanted  # noqa: E731
         if issubclass(cls, FixedMaskMethod):
-            masks = {n: state_dict[f"{n}.weight_mask"] for n in names}
+            masks = {(n, t): state_dict[_key(n, t) + "_mask"] for n, t in names}
             api._apply_with(model, cls, selector, freeze=bool(freeze),
-                            install=lambda n, m, cls=cls, config=config, masks=masks:
-                            _restore_fixed(cls, config, m, masks[n]))
+                            install=lambda target, cls=cls, config=config, masks=masks:
+                            _restore_fixed(cls, config, target, masks[(target.name, target.tensor)]))
         else:
             api.apply(model, cls, targets=selector, freeze=freeze, **config)
     return model.load_state_dict(state_dict, strict=strict)
 
 
-def _restore_fixed(cls: type, config: dict[str, Any], module: nn.Module, mask: Tensor) -> Any:
+def _restore_fixed(cls: type, config: dict[str, Any], target: Any, mask: Tensor) -> Any:
     """Install a fixed-mask gate from a saved mask, without the data its scores would need."""
     hook = cls.__new__(cls)
     hook.__dict__.update(config)
-    return hook._install(module, "weight", mask=mask.to(device=module.weight.device, dtype=torch.bool))
+    device = target.module._parameters[target.tensor].device
+    return hook._install(target.module, target.tensor, mask=mask.to(device=device, dtype=torch.bool))
+
+
+def _key(module_name: str, tensor: str) -> str:
+    return f"{module_name}.{tensor}" if module_name else tensor
 
 
 # ------------------------------------------------------------------------------------------ files

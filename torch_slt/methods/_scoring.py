@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from torch_slt.core.base import FixedMaskMethod
+from torch_slt.core.targets import target_tensor
 
 Batch = tuple[Any, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -94,7 +95,7 @@ def scoring_mode(model: nn.Module, weights: list[nn.Parameter]) -> None:
 
 def model_device(model: nn.Module, targets: list[tuple[str, nn.Module]] | None = None) -> torch.device:
     if targets:
-        return targets[0][1].weight.device
+        return target_tensor(targets[0]).device
     for t in model.parameters():
         return t.device
     return torch.device("cpu")

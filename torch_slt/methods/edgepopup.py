@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch_slt.core.validation import check_choice, check_sparsity, sparsity_or_amount
 from torch_slt.core.base import LearnedMaskMethod
 from torch_slt.core.registry import register_method
+from torch_slt.core.targets import target_tensor
 from torch_slt.core.selection import _HISTOGRAM_MIN, keep_count, top_k_mask
 
 
@@ -96,6 +97,7 @@ class GlobalSelection:
     def __init__(self, sparsity: float, tensor_name: str = "weight") -> None:
         self.sparsity = sparsity
         self.key = f"{tensor_name}_scores"
+        self.keys: list[str] = []             # per module: "<tensor>_scores" (targets may differ)
         self.modules: list[nn.Module] = []
         self.last_scores: list[Tensor] = []   # scores made at plan time / last seen on each module
         self._cache_key: tuple | None = None
@@ -107,7 +109,7 @@ class GlobalSelection:
 
     def _scores(self) -> list[Tensor]:
         for i, module in enumerate(self.modules):
-            current = module._parameters.get(self.key)
+            current = module._parameters.get(self.keys[i] if i < len(self.keys) else self.key)
             if current is not None:
                 self.last_scores[i] = current
         return self.last_scores
@@ -162,17 +164,19 @@ class EdgePopup(LearnedMaskMethod):
         if self.scope == "layer":
             return [{} for _ in targets]
         group = GlobalSelection(self.sparsity)
-        for _, module in targets:
-            group.modules.append(module)
-            group.last_scores.append(self.init_scores(module.weight))
+        for target in targets:
+            group.modules.append(target[1])
+            group.keys.append(f"{getattr(target, 'tensor', 'weight')}_scores")
+            group.last_scores.append(self.init_scores(target_tensor(target)))
         return [{"_slot": (group, i)} for i in range(len(targets))]
 
     def init_state(self, module: nn.Module, orig: Tensor, mask, importance_scores) -> None:
         key = f"{self._tensor_name}_scores"
         if self._slot is not None:
             group, index = self._slot
-            if group.key != key:
-                raise ValueError(f"edgepopup: the global selection gates {group.key[:-7]!r}, not "
+            expected = group.keys[index] if index < len(group.keys) else group.key
+            if expected != key:
+                raise ValueError(f"edgepopup: the global selection gates {expected[:-7]!r}, not "
                                  f"{self._tensor_name!r}")
             scores = group.last_scores[index]
         else:

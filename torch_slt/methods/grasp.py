@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch_slt.core.validation import check_positive
 from torch_slt.methods import _scoring
 from torch_slt.core.registry import register_method
+from torch_slt.core.targets import target_tensor
 
 
 @register_method("grasp")
@@ -64,7 +65,7 @@ class Grasp(_scoring.DataScoredMethod):
 
     def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
         who = type(self).name
-        weights = [module.weight for _, module in targets]
+        weights = [target_tensor(t) for t in targets]
         device = _scoring.model_device(model, targets)
         hg = [torch.zeros_like(w) for w in weights]
         # Double backward: the fused scaled_dot_product_attention kernels (flash, memory-efficient)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from torch_slt.core.base import FixedMaskMethod
+from torch_slt.core.targets import target_tensor
 from torch_slt.core.registry import register_method
 
 
@@ -40,7 +41,7 @@ class Magnitude(FixedMaskMethod):
     description = "keep the largest |w| (global or per layer), chosen once at apply"
 
     def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
-        return [module.weight.detach().abs() for _, module in targets]
+        return [target_tensor(t).detach().abs() for t in targets]
 
     def tensor_scores(self, weight: Tensor) -> Tensor:
         return weight.detach().abs()

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from torch_slt.core.base import FixedMaskMethod
 from torch_slt.core.registry import register_method
+from torch_slt.core.targets import target_tensor
 
 
 @register_method("random")
@@ -65,8 +66,8 @@ class Random(FixedMaskMethod):
 
     def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
         gen = self._generator()
-        return [torch.randn(module.weight.shape, generator=gen).to(module.weight.device)
-                for _, module in targets]
+        return [torch.randn(target_tensor(t).shape, generator=gen).to(target_tensor(t).device)
+                for t in targets]
 
     def tensor_scores(self, weight: Tensor) -> Tensor:
         return torch.randn(weight.shape, generator=self._generator()).to(weight.device)

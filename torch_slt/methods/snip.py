@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from torch_slt.methods import _scoring
 from torch_slt.core.registry import register_method
+from torch_slt.core.targets import target_tensor
 
 
 @register_method("snip")
@@ -48,7 +49,7 @@ class Snip(_scoring.DataScoredMethod):
 
     def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
         who = type(self).name
-        weights = [module.weight for _, module in targets]
+        weights = [target_tensor(t) for t in targets]
         device = _scoring.model_device(model, targets)
         total = [torch.zeros_like(w) for w in weights]
         with _scoring.preserved_state(model), torch.enable_grad():

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from torch_slt.core.validation import check_choice
 from torch_slt.core.base import FixedMaskMethod
+from torch_slt.core.targets import target_tensor
 from torch_slt.methods import _scoring
 from torch_slt.core.registry import register_method
 from torch_slt.core.selection import keep_top
@@ -120,7 +121,7 @@ class Synflow(FixedMaskMethod):
 
     def masks(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
         """The final masks after every round of the schedule."""
-        masks = [torch.ones_like(m.weight, dtype=torch.bool) for _, m in targets]
+        masks = [torch.ones_like(target_tensor(t), dtype=torch.bool) for t in targets]
         if self.sparsity == 0.0:
             return masks
         with _scoring.preserved_state(model), torch.enable_grad():
@@ -161,7 +162,7 @@ class _Linearized:
     def __init__(self, model: nn.Module, targets: list[tuple[str, nn.Module]],
                  sample_shape: tuple[int, ...]) -> None:
         self.model = model
-        self.weights = [m.weight for _, m in targets]
+        self.weights = [target_tensor(t) for t in targets]
         device = _scoring.model_device(model, targets)
         from torch_slt.core.api import mask_parameters
 
