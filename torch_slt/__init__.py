@@ -30,6 +30,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "init": ("torch_slt.experiment.init", None),
     "load_ticket": ("torch_slt.experiment.ticket", "load_ticket"),
     "save_ticket": ("torch_slt.experiment.ticket", "save_ticket"),
+    "compact": ("torch_slt.structured.compaction", "compact"),
+    "to_sparse": ("torch_slt.structured.sparse_export", "to_sparse"),
 }
 
 
@@ -40,7 +42,7 @@ def __getattr__(name: str) -> Any:
         value = module if attribute is None else getattr(module, attribute)
         globals()[name] = value
         return value
-    if name in ("core", "methods", "experiment", "cli", "integrations", "prune"):
+    if name in ("core", "methods", "experiment", "cli", "integrations", "prune", "structured"):
         return importlib.import_module(f"torch_slt.{name}")
     raise AttributeError(f"module 'torch_slt' has no attribute {name!r}")
 
@@ -56,5 +58,5 @@ __all__ = [
     "finalize", "gated_tensors", "get_method", "is_gated", "list_methods", "mask_parameters",
     "named_mask_parameters", "penalty", "register_method", "report", "__version__",
     "UnsupportedModelError", "load_file", "load_state_dict", "save_file",
-    "init", "load_ticket", "save_ticket",
+    "init", "load_ticket", "save_ticket", "compact", "to_sparse",
 ]

@@ -48,7 +48,9 @@ import torch
 from torch import Tensor, nn
 
 from torch_slt.core.validation import check_probability
+from torch_slt.core.granularity import GroupLayout
 from torch_slt.methods._gates import DEFAULT_LAM_LR, GateMethod, SparsityTarget
+from torch_slt.methods._groups import Grouped
 from torch_slt.core.registry import register_method
 
 BETA = 2.0 / 3.0
@@ -74,6 +76,7 @@ class _HardConcreteGate(torch.autograd.Function):
         z.logit_().add_(log_alpha).div_(BETA).sigmoid_()              # s
         z.mul_(ZETA - GAMMA).add_(GAMMA).clamp_(0, 1)                 # stretch, then clamp
         ctx.save_for_backward(weight, z)
+        ctx.gate_shape = log_alpha.shape
         return weight * z.to(weight.dtype)
 
     @staticmethod
@@ -86,11 +89,13 @@ class _HardConcreteGate(torch.autograd.Function):
             # (zeta - gamma) s (1 - s) / beta with s = (z - gamma) / (zeta - gamma), zero where clamped.
             slope = (z - GAMMA).mul_(ZETA - z).div_((ZETA - GAMMA) * BETA).mul_((z > 0) & (z < 1))
             grad_log_alpha = (grad_out * weight).to(z.dtype).mul_(slope)
+            if grad_log_alpha.shape != ctx.gate_shape:   # one gate per group: sum over it
+                grad_log_alpha = grad_log_alpha.sum_to_size(ctx.gate_shape)
         return grad_weight, grad_log_alpha
 
 
 @register_method("hardconcrete")
-class HardConcrete(GateMethod):
+class HardConcrete(Grouped, GateMethod):
     """Hard-concrete L0 gates on every weight; see the module docstring.
 
     Args:
@@ -105,16 +110,20 @@ class HardConcrete(GateMethod):
             (see :mod:`torch_slt.methods._gates`). Default None: ``lam`` stays fixed.
         lam_lr: relative step size of that adaptation (0.3).
         amount: torch's name for ``sparsity`` (give one of the two).
+        granularity: ``"weight"`` (default), ``"neuron"``/``"channel"`` or ``"head"``; see
+            :mod:`torch_slt.core.granularity`.
     """
 
     description = "hard-concrete L0 gates (Louizos et al. 2018): stretched, clamped concrete samples"
     fields = ("log_alpha",)
 
     def __init__(self, lam: float | None = None, droprate_init: float = 0.5, threshold: float = 0.5,
-                 sparsity: float | None = None, lam_lr: float = DEFAULT_LAM_LR, *,
-                 amount: float | None = None, _target: SparsityTarget | None = None) -> None:
+                 sparsity: float | None = None, lam_lr: float = DEFAULT_LAM_LR, granularity: str = "weight", *,
+                 amount: float | None = None, _target: SparsityTarget | None = None,
+                 _layout: GroupLayout | None = None) -> None:
         super().__init__(lam=lam, threshold=threshold, sparsity=sparsity, lam_lr=lam_lr, amount=amount,
                          _target=_target)
+        self._init_granularity(granularity, _layout)
         self.droprate_init = check_probability("droprate_init", droprate_init, "hardconcrete")
         # P(z != 0) > threshold  <=>  log alpha > logit(threshold) + beta * log(-gamma / zeta).
         self._shift = BETA * math.log(-GAMMA / ZETA)
@@ -124,16 +133,18 @@ class HardConcrete(GateMethod):
         # float32 at least, as stg: small Adam steps on half-precision gates would round away.
         dtype = torch.promote_types(orig.dtype, torch.float32)
         mean = math.log(1 - self.droprate_init) - math.log(self.droprate_init)
-        log_alpha = torch.empty(orig.shape, dtype=dtype, device=orig.device).normal_(mean, INIT_STD)
+        log_alpha = torch.empty(self.gate_shape(orig), dtype=dtype, device=orig.device).normal_(mean, INIT_STD)
         module.register_parameter(f"{self._tensor_name}_log_alpha", nn.Parameter(log_alpha))
         self.init_target_state(module, orig)
 
     def relaxed_weight(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
-        return _HardConcreteGate.apply(orig, self.field(module, "log_alpha"))
+        weight = _HardConcreteGate.apply(self.layout(orig).view(orig), self.field(module, "log_alpha"))
+        return weight.reshape(orig.shape)
 
     def hard_mask(self, module: nn.Module) -> Tensor:
-        return self.field(module, "log_alpha").detach() > self._log_alpha_cut
+        return self.per_weight(self.field(module, "log_alpha").detach() > self._log_alpha_cut)
 
     def prob_nonzero(self, module: nn.Module) -> Tensor:
         log_alpha = self.field(module, "log_alpha")
-        return torch.sigmoid(log_alpha.to(torch.promote_types(log_alpha.dtype, torch.float32)) - self._shift)
+        return self.per_weight(
+            torch.sigmoid(log_alpha.to(torch.promote_types(log_alpha.dtype, torch.float32)) - self._shift))

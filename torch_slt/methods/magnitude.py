@@ -17,7 +17,12 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
+
+from torch_slt.core.granularity import GroupLayout, keep_top_groups, layout_for
+from torch_slt.methods._groups import Grouped
 
 from torch_slt.core.base import FixedMaskMethod
 from torch_slt.core.targets import target_tensor
@@ -25,13 +30,17 @@ from torch_slt.core.registry import register_method
 
 
 @register_method("magnitude")
-class Magnitude(FixedMaskMethod):
+class Magnitude(Grouped, FixedMaskMethod):
     """Keep the ``1 - sparsity`` fraction of weights with the largest absolute value.
 
     Args:
         sparsity: fraction of weights removed, in [0, 1). Required.
         scope: ``"global"`` (default) ranks all targeted tensors together; ``"layer"`` each alone.
         amount: torch's name for ``sparsity`` (give one of the two).
+        granularity: ``"weight"`` (default), ``"neuron"``/``"channel"`` or ``"head"``: rank whole
+            groups by their L1 norm ``sum |w|`` and keep the best until ``1 - sparsity`` of the
+            weights are kept (whole groups, so up to one group more); see
+            :mod:`torch_slt.core.granularity`.
 
     Exactly ``keep_count(total, sparsity)`` weights are kept (ties broken by selection).
     ``torch_slt.apply`` leaves ``freeze=False`` for this method (the kept weights are meant to be trained
@@ -39,6 +48,23 @@ class Magnitude(FixedMaskMethod):
     """
 
     description = "keep the largest |w| (global or per layer), chosen once at apply"
+
+    def __init__(self, sparsity: float | None = None, scope: str = "global", granularity: str = "weight", *,
+                 amount: float | None = None, _layout: GroupLayout | None = None) -> None:
+        super().__init__(sparsity, scope, amount=amount)
+        self._init_granularity(granularity, _layout)
+
+    def plan(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]:
+        if self.granularity == "weight":
+            return super().plan(model, targets)
+        # One score per group, its L1 norm; groups are kept whole, counted by their weights.
+        layouts = [layout_for(model, t, self.granularity) for t in targets]
+        scores = [lay.reduce(target_tensor(t).detach().abs()) for t, lay in zip(targets, layouts)]
+        if self.scope == "global":
+            masks = keep_top_groups(scores, layouts, self.sparsity)
+        else:
+            masks = [keep_top_groups([s], [lay], self.sparsity)[0] for s, lay in zip(scores, layouts)]
+        return [{"mask": m, "_layout": lay} for m, lay in zip(masks, layouts)]
 
     def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
         return [target_tensor(t).detach().abs() for t in targets]

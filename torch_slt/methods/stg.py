@@ -34,7 +34,9 @@ import torch
 from torch import Tensor, nn
 
 from torch_slt.core.validation import check_positive
+from torch_slt.core.granularity import GroupLayout
 from torch_slt.methods._gates import DEFAULT_LAM_LR, GateMethod, SparsityTarget
+from torch_slt.methods._groups import Grouped
 from torch_slt.core.registry import register_method
 
 
@@ -77,6 +79,8 @@ class _GaussianGate(torch.autograd.Function):
             if grad_out is not None:
                 # A uint8 view of the boolean: multiplying by a bool tensor would first copy it to floats.
                 grad_mu = (grad_out * weight).mul_(inside.view(torch.uint8)).to(mu.dtype)
+                if grad_mu.shape != mu.shape:   # one gate per group (granularity=): sum over the group
+                    grad_mu = grad_mu.sum_to_size(mu.shape)
             if grad_kept is not None:
                 density = _density(mu, ctx.sigma)
                 grad_mu = density.mul_(grad_kept) if grad_mu is None else grad_mu.addcmul_(density, grad_kept)
@@ -129,7 +133,7 @@ class _GaussianCdf(torch.autograd.Function):
 
 
 @register_method("stg")
-class StochasticGates(GateMethod):
+class StochasticGates(Grouped, GateMethod):
     """Gaussian stochastic gates on every weight; see the module docstring.
 
     Args:
@@ -144,6 +148,8 @@ class StochasticGates(GateMethod):
             (see :mod:`torch_slt.methods._gates`). Default None: ``lam`` stays fixed.
         lam_lr: relative step size of that adaptation (0.3).
         amount: torch's name for ``sparsity`` (give one of the two).
+        granularity: ``"weight"`` (default), ``"neuron"``/``"channel"`` (one gate per output unit) or
+            ``"head"`` (per attention head); see :mod:`torch_slt.core.granularity`.
     """
 
     description = "Gaussian stochastic gates (Yamada et al. 2020): z = clamp(mu + N(0, sigma^2), 0, 1)"
@@ -151,9 +157,11 @@ class StochasticGates(GateMethod):
 
     def __init__(self, lam: float | None = None, sigma: float = 0.5, mu_init: float = 0.5,
                  threshold: float = 0.5, sparsity: float | None = None, lam_lr: float = DEFAULT_LAM_LR,
-                 *, amount: float | None = None, _target: SparsityTarget | None = None) -> None:
+                 granularity: str = "weight", *, amount: float | None = None,
+                 _target: SparsityTarget | None = None, _layout: GroupLayout | None = None) -> None:
         super().__init__(lam=lam, threshold=threshold, sparsity=sparsity, lam_lr=lam_lr, amount=amount,
                          _target=_target)
+        self._init_granularity(granularity, _layout)
         self.sigma = check_positive("sigma", sigma, "stg")
         self.mu_init = float(mu_init)
         if not math.isfinite(self.mu_init):
@@ -164,13 +172,14 @@ class StochasticGates(GateMethod):
     def init_state(self, module: nn.Module, orig: Tensor, mask, importance_scores) -> None:
         # Gates stay in float32 even for half-precision weights: Adam's small steps on mu would round away.
         dtype = torch.promote_types(orig.dtype, torch.float32)
-        mu = torch.full(orig.shape, self.mu_init, dtype=dtype, device=orig.device)
+        mu = torch.full(self.gate_shape(orig), self.mu_init, dtype=dtype, device=orig.device)
         module.register_parameter(f"{self._tensor_name}_mu", nn.Parameter(mu))
         self.init_target_state(module, orig)
 
     def relaxed_weight(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
         mu = self.field(module, "mu")
-        weight, kept = _GaussianGate.apply(orig, mu, self.sigma)
+        weight, kept = _GaussianGate.apply(self.layout(orig).view(orig), mu, self.sigma)
+        weight = weight.reshape(orig.shape)
         if kept.requires_grad:
             # This forward's penalty term, for expected_kept (see _GaussianGate).
             self._pending_kept = (kept, mu, mu._version)
@@ -187,7 +196,8 @@ class StochasticGates(GateMethod):
         if pending is not None and torch.is_grad_enabled():
             kept, mu_then, version = pending
             if mu_then is mu and version == mu._version and _graph_alive(kept):
-                return kept, mu.numel()
+                size = self.weights_per_gate()   # the penalty counts weights, not gates
+                return (kept, mu.numel()) if size == 1 else (kept * size, mu.numel() * size)
         return super().expected_kept(module)
 
     def __getstate__(self) -> dict:
@@ -197,8 +207,8 @@ class StochasticGates(GateMethod):
         return state
 
     def hard_mask(self, module: nn.Module) -> Tensor:
-        return self.field(module, "mu").detach() > self._mu_cut
+        return self.per_weight(self.field(module, "mu").detach() > self._mu_cut)
 
     def prob_nonzero(self, module: nn.Module) -> Tensor:
         mu = self.field(module, "mu")
-        return _GaussianCdf.apply(mu.to(torch.promote_types(mu.dtype, torch.float32)), self.sigma)
+        return self.per_weight(_GaussianCdf.apply(mu.to(torch.promote_types(mu.dtype, torch.float32)), self.sigma))
