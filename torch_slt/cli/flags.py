@@ -21,6 +21,9 @@ def add_run_flags(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     if not sweep:
         g.add_argument("--sparsity", type=float, help="fraction of weights removed, in [0, 1): required by "
                        "edge-popup and the one-shot methods; a target for the gate methods")
+    g.add_argument("--granularity", choices=("weight", "neuron", "channel", "head"),
+                   help="one gate per weight (default), per output neuron/channel, or per attention head "
+                   "(stg, hardconcrete, magnitude); see docs/granularity.md")
     g.add_argument("--method-arg", dest="method_args", action="append", metavar="KEY=VALUE",
                    help="any other method hyperparameter, e.g. --method-arg threshold=0.6 (repeatable)")
     g.add_argument("--train-weights", action="store_true", default=None,

@@ -58,7 +58,8 @@ def method_kwargs(method: str, s: RunSettings, sparsity: float | None, splits: A
     except SLTError as err:
         raise CLIError(str(err)) from None
     params = inspect.signature(cls.__init__).parameters
-    given = {"lam": s.lam, "sigma": s.sigma, "sparsity": sparsity}
+    given = {"lam": s.lam, "sigma": s.sigma, "sparsity": sparsity,
+             "granularity": None if s.granularity == "weight" else s.granularity}
     kwargs = {k: v for k, v in given.items() if v is not None}
     kwargs.update(s.method_args)
     for key in kwargs:

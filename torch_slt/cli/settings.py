@@ -43,6 +43,8 @@ class RunSettings:
     lam: float | None = None
     sigma: float | None = None
     sparsity: float | None = None
+    #: one gate per weight, or per neuron / channel / attention head (stg, hardconcrete, magnitude).
+    granularity: str = "weight"
     method_args: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"

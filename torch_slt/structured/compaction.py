@@ -358,6 +358,8 @@ def recalibrate_batchnorm(model: nn.Module, batches: Any, *, steps: int | None =
     changes the finalized model (as any BatchNorm recalibration does); call it before ``compact``.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
     saved = [(m, m.momentum) for m in norms]
     was_training = model.training
     for m in norms:
@@ -370,7 +372,8 @@ def recalibrate_batchnorm(model: nn.Module, batches: Any, *, steps: int | None =
                 if steps is not None and i >= steps:
                     break
                 x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                model(x)
+                if len(x):
+                    model(x)
     finally:
         for m, momentum in saved:
             m.momentum = momentum

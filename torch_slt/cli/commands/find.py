@@ -30,6 +30,10 @@ CHECKPOINT = "checkpoint.pt"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", help=f"pruning method (default {RunSettings.method}; see 'torch-slt methods')")
     add_run_flags(p)
+    p.add_argument("--compact", action="store_true",
+                   help="also remove the closed neurons/channels/heads physically (with --granularity): "
+                   "writes compact_model.pt (a whole nn.Module, torch.load(..., weights_only=False)) and "
+                   "compact.md / compact.json (parameters and MACs before and after); needs torch-pruning")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out from its last epoch checkpoint, with its "
                    "settings; it ends with the same ticket as an uninterrupted run")
@@ -72,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
               f"with: torch-slt find --out {out} --resume", file=sys.stderr)
         return 0
     report = _finish(prep, result, out, t_start)
+    if args.compact:
+        _compact(prep, out, args.quiet)
     print(summary(report, out) if args.quiet else summary_table(report, out))
     (out / CHECKPOINT).unlink(missing_ok=True)
     return 0
@@ -100,6 +106,33 @@ def _finish(prep: Prepared, result: Any, out: Path, t_start: float) -> dict[str,
         (staging / "report.md").write_text(report_markdown(report))
         output.write_json(staging / "report.json", report)
     return report
+
+
+def _compact(prep: Prepared, out: Path, quiet: bool) -> None:
+    """Compact the finalized ticket (torch_slt.compact) and write the model and its report."""
+    from torch_slt.experiment.train import evaluate
+    from torch_slt.structured.compaction import recalibrate_batchnorm
+
+    try:
+        import torch_pruning  # noqa: F401
+    except ImportError:
+        raise CLIError('--compact needs torch-pruning: pip install "torch-slt[structured]"') from None
+    model = prep.model.to("cpu")
+    train_x, _ = prep.splits.train.tensors()
+    # Closed channels' BatchNorm statistics -> 0 so that they output exactly 0 (see docs/compact.md).
+    recalibrate_batchnorm(model, [train_x[i:i + 256] for i in range(0, min(len(train_x), 2048), 256)])
+    model.eval()
+    small, rep = torch_slt.compact(model, train_x[:64])
+    test_acc = evaluate(small, prep.splits.test)
+    torch.save(small, out / "compact_model.pt")
+    body = {"test_accuracy": test_acc, "params_before": rep.params_before, "params_after": rep.params_after,
+            "macs_before": rep.macs_before, "macs_after": rep.macs_after, "removed": rep.removed,
+            "kept": rep.kept, "max_abs_diff": rep.max_abs_diff}
+    output.write_json(out / "compact.json", body)
+    (out / "compact.md").write_text(f"# Compact ticket\n\ntest accuracy {test_acc:.4f}\n\n{rep.to_markdown()}\n")
+    if not quiet:
+        print(f"torch-slt find: compact model: {rep.params_before} -> {rep.params_after} parameters, "
+              f"MACs x{rep.mac_ratio:.3f}, test {test_acc:.2%} -> {out / 'compact_model.pt'}", file=sys.stderr)
 
 
 def _plot(sparsity: Any, folder: Path, s: RunSettings, test_acc: float) -> None:
