@@ -33,7 +33,8 @@ def models() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
     torch.manual_seed(0)
     lenet = nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
                           nn.Linear(100, 10))
-    big = nn.Sequential(nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 10))
+    big = nn.Sequential(nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(),
+                        nn.Linear(4096, 10))
     return {"lenet300": (lenet, (1, 28, 28)), "mlp4096": (big, (4096,))}
 
 
@@ -76,12 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     header = {"command": common.command_line(), "machine": common.machine(), "date": common.now_utc()}
     with open(args.out + ".json", "w") as fh:
         json.dump({**header, "rows": rows}, fh, indent=1)
-    lines = [f"# Sparse export: dense vs CSR latency\n", f"`{header['command']}`  ", f"{header['machine']}  ",
+    lines = ["# Sparse export: dense vs CSR latency\n", f"`{header['command']}`  ", f"{header['machine']}  ",
              f"{header['date']}, median of {args.repeats} interleaved calls, one thread.\n",
              "| model | sparsity | batch | dense ms | CSR ms | speedup | to_sparse keeps CSR |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['sparsity']} | {r['batch']} | {r['dense_ms']:.3f} | {r['csr_ms']:.3f} "
+        lines.append(f"| {r['model']} | {r['sparsity']} | {r['batch']} | {r['dense_ms']:.3f} "
+                     f"| {r['csr_ms']:.3f} "
                      f"| {r['speedup']:.2f}x | {r['auto_csr_layers']} layers |")
     with open(args.out + ".md", "w") as fh:
         fh.write("\n".join(lines) + "\n")

@@ -142,6 +142,10 @@ def gated_units(model) -> tuple[int, int]:
     return closed, total
 
 
+def out_units(m: nn.Module) -> int:
+    return m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+
+
 def physically_removed(dense, small, names) -> dict[str, float]:
     """Per gated layer kind: the fraction of its output units that compact removed."""
     before, after = {}, {}
@@ -149,9 +153,8 @@ def physically_removed(dense, small, names) -> dict[str, float]:
     for name in names:
         kind = name.rsplit(".", 1)[-1]
         d, s = dense_mods[name], small_mods[name]
-        out = (lambda m: m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
-        before[kind] = before.get(kind, 0) + out(d)
-        after[kind] = after.get(kind, 0) + out(s)
+        before[kind] = before.get(kind, 0) + out_units(d)
+        after[kind] = after.get(kind, 0) + out_units(s)
     return {k: 1 - after[k] / before[k] for k in before}
 
 
@@ -187,7 +190,8 @@ def run(name, args, data) -> list[dict]:
         finetune(tuned, xtr, ytr, args.finetune_epochs, args.seed)
         acc_tuned = accuracy(tuned, xte, yte)
         row = {"model": name, "target_sparsity": sparsity, "weight_sparsity": weight_sparsity,
-               "units_closed": closed, "units_gated": total, "removed_fraction": removed, "acc_ticket": acc_ticket,
+               "units_closed": closed, "units_gated": total, "removed_fraction": removed,
+               "acc_ticket": acc_ticket,
                "acc_compact": acc_compact, "acc_finetuned": acc_tuned,
                "params_dense": rep.params_before, "params_compact": rep.params_after,
                "macs_dense": rep.macs_before, "macs_compact": rep.macs_after, "mac_ratio": rep.mac_ratio,
@@ -228,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         json.dump({**header, "rows": rows}, fh, indent=1)
     lines = ["# Structured tickets: compact vs dense\n", f"`{header['command']}`  ", f"{header['machine']}  ",
              f"{header['date']}\n",
-             "| model | target | closed gates | removed (per gated layer kind) | acc ticket | acc compact | acc fine-tuned | params | MACs "
+             "| model | target | closed gates | removed (per gated layer kind) | acc ticket | acc compact "
+             "| acc fine-tuned | params | MACs "
              "| MAC ratio | latency ratio b1 | b64 | target met b1/b64 |",
              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
@@ -236,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['model']} | {r['target_sparsity']} | {r['units_closed']}/{r['units_gated']} "
             f"| {', '.join(f'{k} {v:.0%}' for k, v in r['removed_fraction'].items())} "
             f"| {r['acc_ticket']:.3f} | {r['acc_compact']:.3f} | {r['acc_finetuned']:.3f} "
-            f"| {r['params_dense']} -> {r['params_compact']} | {r['macs_dense']:.3g} -> {r['macs_compact']:.3g} "
+            f"| {r['params_dense']} -> {r['params_compact']} "
+            f"| {r['macs_dense']:.3g} -> {r['macs_compact']:.3g} "
             f"| {r['mac_ratio']:.3f} | {r['latency_ratio_b1']:.3f} | {r['latency_ratio_b64']:.3f} "
             f"| {'yes' if r['meets_target_b1'] else 'no'}/{'yes' if r['meets_target_b64'] else 'no'} |")
     with open(args.out + ".md", "w") as fh:

@@ -15,7 +15,8 @@ def test_find_with_granularity_and_compact_writes_a_smaller_equal_model(tmp_path
     out = tmp_path / "run"
     # scope=layer: a global L1 ranking of neurons favours wide fan-ins and would close layer 1 entirely.
     rc = cli.main(["find", "--method", "magnitude", "--sparsity", "0.5", "--granularity", "neuron",
-                   "--method-arg", "scope=layer", "--compact", "--epochs", "1", "--batch-size", "64", "--quiet", "--device", "cpu",
+                   "--method-arg", "scope=layer", "--compact", "--epochs", "1", "--batch-size", "64",
+                   "--quiet", "--device", "cpu",
                    "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())

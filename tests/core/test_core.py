@@ -215,7 +215,8 @@ def test_targets_match_dotted_suffix_in_a_transformer():
 
 def test_target_without_weight_matches_nothing():
     model = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
-    with pytest.raises(torch_slt.NoTargetsError, match=r"targets='1'.*Candidate modules: 0\. Other parameters: 0\.bias$"):
+    with pytest.raises(torch_slt.NoTargetsError,
+                       match=r"targets='1'.*Candidate modules: 0\. Other parameters: 0\.bias$"):
         torch_slt.apply(model, "stg", targets="1")
 
 

@@ -35,10 +35,10 @@ def test_layers_below_min_sparsity_and_slower_layers_stay_dense(monkeypatch):
     assert type(net[0]) is nn.Linear and report.layers == []
     # The speed check keeps whichever form is faster: make CSR look slow, then fast.
     import torch_slt.structured.sparse_export as se
-    monkeypatch.setattr(se, "_median_ms", lambda module, x, repeats: 2.0 if isinstance(module, SparseLinear) else 1.0)
+    monkeypatch.setattr(se, "_median_ms", lambda m, x, n: 2.0 if isinstance(m, SparseLinear) else 1.0)
     net, report = torch_slt.to_sparse(ticket(0.95), min_sparsity=0.9)
     assert type(net[0]) is nn.Linear and report.converted == [] and len(report.layers) == 2
-    monkeypatch.setattr(se, "_median_ms", lambda module, x, repeats: 1.0 if isinstance(module, SparseLinear) else 2.0)
+    monkeypatch.setattr(se, "_median_ms", lambda m, x, n: 1.0 if isinstance(m, SparseLinear) else 2.0)
     net, report = torch_slt.to_sparse(ticket(0.95), min_sparsity=0.9)
     assert isinstance(net[0], SparseLinear) and "| 0 | 95.02% | 2.000 | 1.000 | CSR |" in report.to_markdown()
 

@@ -124,7 +124,7 @@ def output_dim(module: nn.Module, tensor: str) -> int:
     if tensor == "weight" and any(c.__name__ == "Conv1D" and c.__module__.startswith("transformers")
                                   for c in type(module).__mro__):
         return 1
-    if tensor == "weight" and isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+    if tensor == "weight" and isinstance(module, nn.modules.conv._ConvTransposeNd):
         return 1
     return 0
 
@@ -157,7 +157,8 @@ def layout_for(model: nn.Module, target: tuple, granularity: str) -> GroupLayout
     tensor = getattr(target, "tensor", "weight")
     weight = getattr(module, tensor)
     heads = attention_heads(model, name, module, tensor) if granularity == "head" else None
-    return GroupLayout.build(tuple(weight.shape), granularity, out_dim=output_dim(module, tensor), heads=heads)
+    return GroupLayout.build(tuple(weight.shape), granularity, out_dim=output_dim(module, tensor),
+                             heads=heads)
 
 
 def keep_top_groups(scores: list[Tensor], layouts: list[GroupLayout], sparsity: float) -> list[Tensor]:

@@ -133,7 +133,8 @@ class HardConcrete(Grouped, GateMethod):
         # float32 at least, as stg: small Adam steps on half-precision gates would round away.
         dtype = torch.promote_types(orig.dtype, torch.float32)
         mean = math.log(1 - self.droprate_init) - math.log(self.droprate_init)
-        log_alpha = torch.empty(self.gate_shape(orig), dtype=dtype, device=orig.device).normal_(mean, INIT_STD)
+        shape = self.gate_shape(orig)
+        log_alpha = torch.empty(shape, dtype=dtype, device=orig.device).normal_(mean, INIT_STD)
         module.register_parameter(f"{self._tensor_name}_log_alpha", nn.Parameter(log_alpha))
         self.init_target_state(module, orig)
 

@@ -211,4 +211,5 @@ class StochasticGates(Grouped, GateMethod):
 
     def prob_nonzero(self, module: nn.Module) -> Tensor:
         mu = self.field(module, "mu")
-        return self.per_weight(_GaussianCdf.apply(mu.to(torch.promote_types(mu.dtype, torch.float32)), self.sigma))
+        prob = _GaussianCdf.apply(mu.to(torch.promote_types(mu.dtype, torch.float32)), self.sigma)
+        return self.per_weight(prob)

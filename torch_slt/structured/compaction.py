@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from torch_slt.core.api import is_gated
-from torch_slt.core.errors import NotGatedError, SLTError
+from torch_slt.core.errors import SLTError
 from torch_slt.core.granularity import attention_heads
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -116,7 +116,10 @@ def compact(model: nn.Module, example_inputs: Any, *, ignored_layers: list[nn.Mo
         graph = tp.DependencyGraph().build_dependency(small, example_inputs=example_inputs)
     seen = _consumer_inputs(small, inputs)
     names = {m: n for n, m in small.named_modules()}
-    ignored = list(ignored_layers or []) + [m for m in small.modules() if isinstance(m, nn.MultiheadAttention)]
+    # nn.MultiheadAttention packs q/k/v in one tensor that torch-pruning splits by embedding dimension,
+    # not by head: left whole.
+    ignored = list(ignored_layers or []) + [m for m in small.modules()
+                                            if isinstance(m, nn.MultiheadAttention)]
     ignored = [_counterpart(model, small, m) for m in ignored]
     report = CompactReport(params_before, 0, float(macs_before), 0.0)
     plans = []
@@ -207,8 +210,9 @@ class _Plan:
             if contribution.dim() > 1:       # a convolution without padding: the kernel's sum
                 contribution = contribution.flatten(1).sum(1)
             if consumer.bias is None:
-                consumer.bias = nn.Parameter(torch.zeros(consumer.weight.shape[0], dtype=consumer.weight.dtype,
-                                                         device=consumer.weight.device))
+                weight = consumer.weight
+                consumer.bias = nn.Parameter(torch.zeros(weight.shape[0], dtype=weight.dtype,
+                                                         device=weight.device))
             consumer.bias.data += contribution
 
 
@@ -275,9 +279,11 @@ def _plan_group(model: nn.Module, group: Any, graph: Any, seen: dict, names: dic
     removable = _whole_heads(model, producers, names, removable)
     if removable.all():
         # Zero-width layers are not valid modules: keep one unit (it is closed, so outputs are equal).
-        keep_one = _whole_heads(model, producers, names, torch.ones_like(removable).index_fill_(0, torch.tensor([0]), False))
-        removable &= keep_one
-        report.kept.append(f"`{names.get(root)}`'s group is closed entirely; one unit kept (layers cannot be empty)")
+        first_out = torch.ones_like(removable)
+        first_out[0] = False
+        removable &= _whole_heads(model, producers, names, first_out)
+        report.kept.append(f"`{names.get(root)}`'s group is closed entirely; one unit kept "
+                           f"(layers cannot be empty)")
     mixed = int((dead & ~removable).sum())
     if mixed:
         report.kept.append(f"{mixed} closed units of `{names.get(root)}`'s group: a coupled layer keeps them "

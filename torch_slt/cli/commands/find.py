@@ -129,10 +129,12 @@ def _compact(prep: Prepared, out: Path, quiet: bool) -> None:
             "macs_before": rep.macs_before, "macs_after": rep.macs_after, "removed": rep.removed,
             "kept": rep.kept, "max_abs_diff": rep.max_abs_diff}
     output.write_json(out / "compact.json", body)
-    (out / "compact.md").write_text(f"# Compact ticket\n\ntest accuracy {test_acc:.4f}\n\n{rep.to_markdown()}\n")
+    (out / "compact.md").write_text(
+        f"# Compact ticket\n\ntest accuracy {test_acc:.4f}\n\n{rep.to_markdown()}\n")
     if not quiet:
         print(f"torch-slt find: compact model: {rep.params_before} -> {rep.params_after} parameters, "
-              f"MACs x{rep.mac_ratio:.3f}, test {test_acc:.2%} -> {out / 'compact_model.pt'}", file=sys.stderr)
+              f"MACs x{rep.mac_ratio:.3f}, test {test_acc:.2%} -> {out / 'compact_model.pt'}",
+              file=sys.stderr)
 
 
 def _plot(sparsity: Any, folder: Path, s: RunSettings, test_acc: float) -> None:
