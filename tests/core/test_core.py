@@ -235,7 +235,7 @@ def test_unknown_method_lists_names_and_suggests_closest():
     ({"sigma": 0.0}, ValueError, "sigma=0.0 must be > 0"),
     ({"sigma": -1}, ValueError, "sigma=-1 must be > 0"),
     ({"threshold": 1.0}, ValueError, "threshold=1.0"),
-    ({"lr": 0.1}, TypeError, "unknown keyword.*lr.*accepts: amount, lam"),
+    ({"lr": 0.1}, TypeError, "unknown keyword.*lr.*accepts: amount, granularity, lam"),
     ({"targets": "nope"}, ValueError, "matched no module.*Candidate modules: 0, 2"),
     ({"freeze": "yes"}, TypeError, "freeze must be"),
 ])
