@@ -286,8 +286,9 @@ def _plan_group(model: nn.Module, group: Any, graph: Any, seen: dict, names: dic
                            f"(layers cannot be empty)")
     mixed = int((dead & ~removable).sum())
     if mixed:
-        report.kept.append(f"{mixed} closed units of `{names.get(root)}`'s group: a coupled layer keeps them "
-                           f"or they carry a nonzero constant into a padded convolution (union kept)")
+        report.kept.append(f"{mixed} closed units of `{names.get(root)}`'s group (union kept): a coupled "
+                           f"producer keeps them open (a residual stream; an attention head whose value "
+                           f"projection is open) or they carry a nonzero constant into a padded convolution")
     if not removable.any():
         return None
     keep = set(torch.nonzero(removable).flatten().tolist())
