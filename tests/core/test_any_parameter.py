@@ -153,3 +153,44 @@ def test_torchvision_vit_gets_every_projection_gated():
     fresh.load_state_dict(vit.state_dict(), strict=True)
     with torch.no_grad():
         torch.testing.assert_close(fresh.eval()(x), before)
+
+
+class SeparateKV(nn.Module):
+    """MHA with kdim/vdim != embed_dim (q/k/v_proj_weight instead of in_proj_weight) and a GRU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True, kdim=6, vdim=6)
+        self.rnn = nn.GRU(8, 6, batch_first=True)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, _ = self.attn(x, x[..., :6], x[..., :6])
+        return self.fc(self.rnn(a)[0][:, -1])
+
+
+_BATCH = (torch.randn(4, 5, 8), torch.tensor([0, 1, 2, 0]))
+_METHOD_KWARGS = {"stg": {}, "hardconcrete": {}, "edgepopup": {"sparsity": 0.5}, "supermask": {},
+                  "magnitude": {"sparsity": 0.5}, "random": {"sparsity": 0.5},
+                  "snip": {"sparsity": 0.5, "data": _BATCH}, "grasp": {"sparsity": 0.5, "data": _BATCH},
+                  "synflow": {"sparsity": 0.5, "input_shape": (5, 8), "scope": "layer"}}
+
+
+@pytest.mark.parametrize("method", sorted(_METHOD_KWARGS))
+def test_every_method_gates_non_weight_parameters(method):
+    if method not in torch_slt.list_methods():
+        pytest.skip(f"{method} not registered")
+    torch.manual_seed(0)
+    model = torch_slt.apply(SeparateKV(), method, **_METHOD_KWARGS[method])
+    assert gated(model) == ["attn.q_proj_weight", "attn.k_proj_weight", "attn.v_proj_weight",
+                            "attn.out_proj.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0", "fc.weight"]
+    x = _BATCH[0]
+    model.train()
+    model(x).sum().backward()
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+    torch_slt.finalize(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), before)
+    SeparateKV().load_state_dict(model.state_dict(), strict=True)

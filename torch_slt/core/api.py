@@ -113,7 +113,7 @@ def _gate(model: nn.Module, cls: type[SLTMethod], selected: list[Target], reader
 def _warn_if_layers_collapsed(selected: list[Target], method: str) -> None:
     """Warn when a mask keeps no weight of a tensor: the layer then passes nothing (layer collapse,
     a known failure of global one-shot pruning at high sparsity)."""
-    empty = [t.name for t in selected
+    empty = [t.name if t.tensor == "weight" else t.qualified for t in selected
              if not torch.count_nonzero(t.module._buffers[t.tensor + "_mask"])]
     if empty:
         warnings.warn(
