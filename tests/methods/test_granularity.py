@@ -115,3 +115,18 @@ def test_unknown_granularity_is_a_clear_error_and_leaves_the_model_alone():
     with pytest.raises(TypeError, match="granularity"):      # methods without groups say so
         torch_slt.apply(net, "snip", sparsity=0.5, granularity="neuron", data=(torch.randn(2, 4),
                                                                               torch.tensor([0, 1])))
+
+
+def test_heads_for_hugging_face_vit_and_swin():
+    transformers = pytest.importorskip("transformers")
+    vit = transformers.ViTForImageClassification(transformers.ViTConfig(
+        image_size=16, patch_size=8, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=16, num_labels=3))
+    swin = transformers.SwinForImageClassification(transformers.SwinConfig(
+        image_size=16, patch_size=4, embed_dim=8, depths=[1], num_heads=[2], window_size=2, num_labels=3))
+    for model in (vit, swin):
+        torch_slt.apply(model, "hardconcrete", granularity="head")
+        shapes = {n.rsplit(".", 2)[-2]: tuple(p.shape) for n, p in torch_slt.named_mask_parameters(model)}
+        projections = [k for k in shapes if k in ("q_proj", "k_proj", "v_proj", "query", "key", "value")]
+        assert len(projections) == 3 and all(shapes[k] == (1, 2, 1, 1) for k in projections)
+        assert all(len(s) == 2 and s[1] == 1 for k, s in shapes.items() if k in ("fc1", "dense", "o_proj"))
