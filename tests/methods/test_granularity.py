@@ -130,3 +130,13 @@ def test_heads_for_hugging_face_vit_and_swin():
         projections = [k for k in shapes if k in ("q_proj", "k_proj", "v_proj", "query", "key", "value")]
         assert len(projections) == 3 and all(shapes[k] == (1, 2, 1, 1) for k in projections)
         assert all(len(s) == 2 and s[1] == 1 for k, s in shapes.items() if k in ("fc1", "dense", "o_proj"))
+
+
+def test_functional_twins_take_granularity():
+    torch.manual_seed(0)
+    layer = nn.Linear(4, 6)
+    torch_slt.prune.magnitude(layer, "weight", sparsity=0.5, granularity="neuron")
+    assert (layer.weight_mask.any(1) == layer.weight_mask.all(1)).all() and layer.weight_mask.all(1).sum() == 3
+    layer = nn.Linear(4, 6)
+    torch_slt.prune.stg(layer, "weight", granularity="neuron")
+    assert tuple(layer.weight_mu.shape) == (6, 1)

@@ -66,6 +66,14 @@ class Magnitude(Grouped, FixedMaskMethod):
             masks = [keep_top_groups([s], [lay], self.sparsity)[0] for s, lay in zip(scores, layouts)]
         return [{"mask": m, "_layout": lay} for m, lay in zip(masks, layouts)]
 
+    def init_state(self, module: nn.Module, orig: Tensor, mask: Tensor | None,
+                   importance_scores: Tensor | None) -> None:
+        if mask is None and importance_scores is None and self.granularity != "weight":
+            # Called on one module (torch_slt.prune.magnitude): rank this tensor's groups alone.
+            layout = self.layout(orig)
+            mask = keep_top_groups([layout.reduce(orig.detach().abs())], [layout], self.sparsity)[0]
+        super().init_state(module, orig, mask, importance_scores)
+
     def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
         return [target_tensor(t).detach().abs() for t in targets]
 
