@@ -136,7 +136,8 @@ def test_functional_twins_take_granularity():
     torch.manual_seed(0)
     layer = nn.Linear(4, 6)
     torch_slt.prune.magnitude(layer, "weight", sparsity=0.5, granularity="neuron")
-    assert (layer.weight_mask.any(1) == layer.weight_mask.all(1)).all() and layer.weight_mask.all(1).sum() == 3
+    rows = layer.weight_mask.all(1)
+    assert (layer.weight_mask.any(1) == rows).all() and rows.sum() == 3
     layer = nn.Linear(4, 6)
     torch_slt.prune.stg(layer, "weight", granularity="neuron")
     assert tuple(layer.weight_mu.shape) == (6, 1)
