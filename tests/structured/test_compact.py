@@ -123,3 +123,20 @@ def test_compact_refuses_a_gated_model():
     net = torch_slt.apply(nn.Sequential(nn.Linear(3, 3)), "stg", granularity="neuron")
     with pytest.raises(CompactError, match="finalize"):
         torch_slt.compact(net, torch.randn(1, 3))
+
+
+def test_timm_vit_packed_qkv_loses_whole_heads():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=8,
+                            embed_dim=16, depth=1, num_heads=4, num_classes=3).eval()
+    torch_slt.apply(vit, "stg", granularity="head", targets="qkv")
+    with torch.no_grad():
+        vit.blocks[0].attn.qkv.weight_mu[0, [0, 2]] = -1.0     # heads 0 and 2, in q, k and v at once
+    torch_slt.finalize(vit)
+    x = torch.randn(2, 3, 16, 16)
+    small, report = torch_slt.compact(vit, x)
+    attn = small.blocks[0].attn
+    assert attn.qkv.out_features == 24 and attn.proj.in_features == 8 and attn.num_heads == 2
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), vit(x))

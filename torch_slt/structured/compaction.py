@@ -344,8 +344,16 @@ def _whole_heads(model: nn.Module, producers: list, names: dict, removable: Tens
 
 
 def _update_head_counts(model: nn.Module) -> None:
-    """Hugging Face attention modules record their head count; keep it true after heads went."""
+    """Attention modules record their head count (Hugging Face: ``num_attention_heads``; timm:
+    ``num_heads``, used to reshape the packed ``qkv``); keep it true after heads went."""
     for module in model.modules():
+        qkv = getattr(module, "qkv", None)
+        if isinstance(qkv, nn.Linear) and isinstance(getattr(module, "num_heads", None), int) \
+                and isinstance(getattr(module, "head_dim", None), int):
+            module.num_heads = qkv.out_features // (3 * module.head_dim)
+            if isinstance(getattr(module, "attn_dim", None), int):
+                module.attn_dim = module.num_heads * module.head_dim
+            continue
         heads = getattr(module, "num_attention_heads", None)
         head_dim = getattr(module, "head_dim", None) or getattr(module, "attention_head_size", None)
         proj = getattr(module, "q_proj", None) or getattr(module, "query", None)
