@@ -118,9 +118,9 @@ class HardConcrete(Grouped, GateMethod):
     fields = ("log_alpha",)
 
     def __init__(self, lam: float | None = None, droprate_init: float = 0.5, threshold: float = 0.5,
-                 sparsity: float | None = None, lam_lr: float = DEFAULT_LAM_LR, granularity: str = "weight", *,
-                 amount: float | None = None, _target: SparsityTarget | None = None,
-                 _layout: GroupLayout | None = None) -> None:
+                 sparsity: float | None = None, lam_lr: float = DEFAULT_LAM_LR,
+                 granularity: str = "weight", *, amount: float | None = None,
+                 _target: SparsityTarget | None = None, _layout: GroupLayout | None = None) -> None:
         super().__init__(lam=lam, threshold=threshold, sparsity=sparsity, lam_lr=lam_lr, amount=amount,
                          _target=_target)
         self._init_granularity(granularity, _layout)
