@@ -30,6 +30,9 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "init": ("torch_slt.experiment.init", None),
     "load_ticket": ("torch_slt.experiment.ticket", "load_ticket"),
     "save_ticket": ("torch_slt.experiment.ticket", "save_ticket"),
+    "evaluate": ("torch_slt.evaluation", "evaluate"),
+    "evaluation": ("torch_slt.evaluation", None),
+    "analysis": ("torch_slt.analysis", None),
 }
 
 
@@ -56,5 +59,5 @@ __all__ = [
     "finalize", "gated_tensors", "get_method", "is_gated", "list_methods", "mask_parameters",
     "named_mask_parameters", "penalty", "register_method", "report", "__version__",
     "UnsupportedModelError", "load_file", "load_state_dict", "save_file",
-    "init", "load_ticket", "save_ticket",
+    "init", "load_ticket", "save_ticket", "evaluate",
 ]
