@@ -44,8 +44,11 @@ def parse_args(argv=None):
     p.add_argument("--sparsities", default="0.5,0.7,0.9,0.95")
     p.add_argument("--seeds", default="0,1,2", help="training seeds")
     p.add_argument("--net-seed", type=int, default=0, help="seed of the frozen random weights")
+    p.add_argument("--model", default="lenet300", help="a torch_slt zoo model (lenet300, conv2, ...)")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier of the model")
     p.add_argument("--epochs", type=int, default=None, help="default 3 (quick 2)")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--test-samples", type=int, default=None, help="evaluate on the first N test images")
     p.add_argument("--overlap-sparsity", type=float, default=0.9)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--resume", action="store_true")
@@ -58,14 +61,23 @@ def parse_args(argv=None):
     args.method_list = [m.strip() for m in args.methods.split(",") if m.strip()]
     args.sparsity_list = [float(s) for s in args.sparsities.split(",")]
     args.seed_list = [int(s) for s in args.seeds.split(",")]
-    args.out = Path(args.out or common.RESULTS_DIR / ("evaluation-quick" if args.quick else "evaluation"))
+    stem = "evaluation" if args.model == "lenet300" else f"evaluation-{args.model}"
+    args.out = Path(args.out or common.RESULTS_DIR / (stem + "-quick" if args.quick else stem))
     return args
 
 
 def spec_of(splits, args):
     from torch_slt.experiment.zoo import ModelSpec
 
-    return ModelSpec("lenet300", tuple(splits.in_shape), splits.num_classes, seed=args.net_seed)
+    return ModelSpec(args.model, tuple(splits.in_shape), splits.num_classes, width=args.width,
+                     seed=args.net_seed)
+
+
+def test_split(splits, args):
+    """The test split, or its first ``--test-samples`` images (normalisation kept)."""
+    if args.test_samples is None:
+        return splits.test
+    return splits.test.subset(torch.arange(min(args.test_samples, len(splits.test))))
 
 
 def settings_of(args):
@@ -110,7 +122,7 @@ def run(args) -> dict[str, Any]:
 
     splits = load_dataset(args.dataset, seed=0)
     settings = settings_of(args)
-    work = Path(args.work)
+    work = Path(args.work) / args.model
     work.mkdir(parents=True, exist_ok=True)
     path = args.out.with_suffix(".json")
     data = json.loads(path.read_text()) if args.resume and path.exists() else {"rows": []}
@@ -130,7 +142,7 @@ def run(args) -> dict[str, Any]:
             t0 = time.perf_counter()
             model = train_one(method, sparsity, seed, splits, args)
             t1 = time.perf_counter()
-            result = evaluate(model, splits, settings=settings, reference=dense)
+            result = evaluate(model, test_split(splits, args), settings=settings, reference=dense)
             row = {"method": name, "target": sparsity, "seed": seed,
                    "sparsity": torch_slt.report(model).sparsity if method else 0.0,
                    "train_seconds": t1 - t0, "eval_seconds": time.perf_counter() - t1, **flat(result)}
@@ -138,7 +150,8 @@ def run(args) -> dict[str, Any]:
                 dense = row
                 row["mce"] = 1.0
             if sparsity is not None and abs(sparsity - args.overlap_sparsity) < 1e-9 or method is None:
-                save_ticket(work / f"{name}-{sparsity}-seed{seed}.slt.safetensors", model, spec_of(splits, args))
+                save_ticket(work / f"{name}-{sparsity}-seed{seed}.slt.safetensors", model,
+                            spec_of(splits, args))
             data["rows"].append(row)
             path.write_text(json.dumps(data, indent=1))
             print(f"seed {seed} {name} {sparsity}: acc {row['accuracy']:.4f} ece {row['ece']:.4f} "
@@ -192,7 +205,7 @@ def report(data: dict[str, Any], args) -> None:
     tickets = [r for r in means if r["method"] != "dense"]
     plot_sweep_metrics([r for r in rows if r["method"] != "dense"], f"{stem}-sweep.png", dense=dense,
                        keys=[k for k in HEADLINES if k in dense],
-                       title=f"lenet300 / {args.dataset}, {data['epochs']} epochs, mean of "
+                       title=f"{args.model} / {args.dataset}, {data['epochs']} epochs, mean of "
                              f"{len(args.seed_list)} training seeds (magnitude: one-shot, 1)")
     first = [r for r in rows if r["seed"] == args.seed_list[0]]
     dense0 = next(r for r in first if r["method"] == "dense")
@@ -202,7 +215,7 @@ def report(data: dict[str, Any], args) -> None:
     if best:
         plot_reliability(best, f"{stem}-reliability-stg.png",
                          title=f"stg {args.overlap_sparsity:.0%}: ECE {best['ece']:.2%}")
-    work = Path(args.work)
+    work = Path(args.work) / args.model
     labels, models = [], []
     for method in args.method_list:
         for seed in args.seed_list:
@@ -214,11 +227,12 @@ def report(data: dict[str, Any], args) -> None:
     if models:
         matrix = overlap_matrix(models)
         plot_overlap_heatmap(matrix, labels, f"{stem}-overlap.png",
-                             title=f"Mask overlap at {args.overlap_sparsity:.0%} sparsity (lenet300, one network)")
+                             title=f"Mask overlap at {args.overlap_sparsity:.0%} sparsity "
+                                   f"({args.model}, one network)")
         chance = mask_overlap(models[0], models[0]).chance  # same densities as every 0.9 ticket, roughly
         by_label = dict(zip(labels, models))
-        profiles = {f"{m} s{args.seed_list[0]}": by_label[f"{m} s{args.seed_list[0]}"] for m in args.method_list
-                    if f"{m} s{args.seed_list[0]}" in by_label}
+        first_seed = [f"{m} s{args.seed_list[0]}" for m in args.method_list]
+        profiles = {name: by_label[name] for name in first_seed if name in by_label}
         plot_layer_profiles(profiles, f"{stem}-profiles.png",
                             title=f"Per-layer sparsity of the {args.overlap_sparsity:.0%} tickets")
         lines += overlap_section(matrix, labels, models, chance, args)
@@ -229,26 +243,32 @@ def report(data: dict[str, Any], args) -> None:
         s0 = args.seed_list[0]
         line_pairs = {}
         if f"stg s{s0}" in by_label:
-            line_pairs[f"random net -> stg {args.overlap_sparsity:.0%}"] = (random_net, by_label[f"stg s{s0}"])
+            line_pairs[f"random net -> stg {args.overlap_sparsity:.0%}"] = (random_net,
+                                                                             by_label[f"stg s{s0}"])
         if f"stg s{s0}" in by_label and f"edgepopup s{s0}" in by_label:
             line_pairs["stg -> edgepopup"] = (by_label[f"stg s{s0}"], by_label[f"edgepopup s{s0}"])
         if len(args.seed_list) > 1 and f"stg s{args.seed_list[1]}" in by_label:
             line_pairs[f"stg s{s0} -> stg s{args.seed_list[1]}"] = (by_label[f"stg s{s0}"],
                                                                      by_label[f"stg s{args.seed_list[1]}"])
-        results = {k: loss_along_line(a, b, splits, steps=11) for k, (a, b) in line_pairs.items()}
+        test = test_split(splits, args)
+        results = {k: loss_along_line(a, b, test, steps=11) for k, (a, b) in line_pairs.items()}
         if results:
             plot_line(results, f"{stem}-line.png")
             lines += ["", "## Loss along a line (test set, effective weights, 11 points)", "",
                       "| line | loss at A | loss at B | max loss | loss barrier | error barrier |",
                       "|---|---:|---:|---:|---:|---:|"]
-            lines += [f"| {k} | {r.loss[0]:.3f} | {r.loss[-1]:.3f} | {max(r.loss):.3f} | {r.loss_barrier:.3f} | "
+            lines += [f"| {k} | {r.loss[0]:.3f} | {r.loss[-1]:.3f} | {max(r.loss):.3f} | "
+                      f"{r.loss_barrier:.3f} | "
                       f"{100 * r.error_barrier:.1f} pts |" for k, r in results.items()]
-    body = [f"# Evaluation beyond accuracy: lenet300 on {args.dataset}", "",
+    body = [f"# Evaluation beyond accuracy: {args.model} (width {args.width}) on {args.dataset}", "",
             f"- command: `{data['command']}`", f"- date: {data['date']}", f"- machine: {data['machine']}",
-            f"- data: {data['dataset']}; test split for every metric",
-            f"- protocol: one frozen lenet300 (weights from seed {data['net_seed']}); training seeds "
-            f"{', '.join(map(str, args.seed_list))}; {data['epochs']} epochs, batch {args.batch_size}, each method's "
-            f"defaults; magnitude one-shot on the frozen weights (one seed: it is deterministic)",
+            f"- data: {data['dataset']}; test split for every metric"
+            + (f" (its first {args.test_samples} images)" if args.test_samples else ""),
+            f"- protocol: one frozen {args.model} (width {args.width}; weights from seed "
+            f"{data['net_seed']}); training seeds "
+            f"{', '.join(map(str, args.seed_list))}; {data['epochs']} epochs, batch {args.batch_size}, "
+            f"each method's defaults; magnitude one-shot on the frozen weights (one seed: it is "
+            f"deterministic)",
             f"- evaluation settings: {json.dumps(data['settings'])}",
             f"- CPU time: training {sum(r['train_seconds'] for r in rows) / 60:.1f} min, evaluation "
             f"{sum(r['eval_seconds'] for r in rows) / 60:.1f} min (1 thread)", "",
@@ -263,7 +283,8 @@ def metric_table(means: list[dict[str, Any]]) -> str:
 
     better = directions()
     keys = [k for k in HEADLINES if any(k in r for r in means)]
-    head = "| ticket | sparsity | " + " | ".join(f"{k} {'↑' if better[k] == 'higher' else '↓'}" for k in keys) + " |"
+    arrows = [f"{k} {'↑' if better[k] == 'higher' else '↓'}" for k in keys]
+    head = "| ticket | sparsity | " + " | ".join(arrows) + " |"
     out = [head, "|---|---:|" + "---:|" * len(keys)]
     for r in means:
         cells = [f"{r[k]:.4f} ± {r[k + '_std']:.4f}" if k in r and r["seeds"] > 1 else

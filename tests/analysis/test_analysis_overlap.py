@@ -66,7 +66,8 @@ def test_overlap_refuses_different_architectures():
 def test_overlap_matrix_is_symmetric_with_unit_diagonal():
     tickets = [torch_slt.apply(_net(), "random", sparsity=0.5, seed=s) for s in range(3)]
     matrix = overlap_matrix(tickets)
-    assert torch.equal(matrix, matrix.T) and torch.equal(matrix.diagonal(), torch.ones(3, dtype=torch.float64))
+    assert torch.equal(matrix, matrix.T)
+    assert torch.equal(matrix.diagonal(), torch.ones(3, dtype=torch.float64))
     assert 0.2 < float(matrix[0, 1]) < 0.5  # chance at density 0.5 is 1/3
 
 

@@ -36,7 +36,8 @@ def test_sweep_metrics_evaluates_every_ticket_against_dense(sweep_dir):
     assert {"evaluation.json", "evaluation.md", "metrics.png", "reliability-dense.png"} <= names
     data = json.loads((sweep_dir / "evaluation.json").read_text())
     assert data["dense"]["mce"] == 1.0 and 0.5 < data["dense"]["accuracy"] <= 1
-    assert [r["label"] for r in data["rows"]] == ["magnitude-0.5", "magnitude-0.9", "random-0.5", "random-0.9"]
+    labels = [r["label"] for r in data["rows"]]
+    assert labels == ["magnitude-0.5", "magnitude-0.9", "random-0.5", "random-0.9"]
     for row in data["rows"]:
         assert row["mce"] > 0 and 0 <= row["ece"] <= 1 and len(row["per_class_accuracy"]) == 10
         assert set(row["ood"]) == {"gaussian", "uniform", "vflip"}  # digits is the data itself
@@ -59,7 +60,8 @@ def test_evaluate_a_ticket_file_needs_the_dataset(sweep_dir, tmp_path, capsys):
     ticket = sweep_dir / "tickets" / "magnitude-0.9.slt.safetensors"
     rc, _, err = _run(["evaluate", str(ticket)], capsys)
     assert rc == 2 and "--dataset" in err
-    rc, out, err = _run(["evaluate", str(ticket), "--dataset", "digits", "--metrics", "accuracy,ece,adversarial",
+    rc, out, err = _run(["evaluate", str(ticket), "--dataset", "digits", "--metrics",
+                         "accuracy,ece,adversarial",
                          "--epsilons", "0,0.1", "--out", str(tmp_path), "--reference",
                          str(sweep_dir / "tickets" / "dense.slt.safetensors"), *LIGHT], capsys)
     assert rc == 0, err

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import torch_slt
-from torch_slt.evaluation import EvalSettings, UnknownMetricError, lth_pass, register_metric, unregister_metric
-from torch_slt.evaluation.calibration import (brier_score, expected_calibration_error, negative_log_likelihood,
-                                              reliability_bins)
+from torch_slt.evaluation import (EvalSettings, UnknownMetricError, lth_pass, register_metric,
+                                  unregister_metric)
+from torch_slt.evaluation.calibration import (brier_score, expected_calibration_error,
+                                              negative_log_likelihood, reliability_bins)
 from torch_slt.evaluation.ood import auroc, fpr_at_tpr
 from torch_slt.evaluation.per_class import per_class_accuracy
 
@@ -152,3 +153,18 @@ def test_lth_pass_respects_directions_and_skips_missing_numbers():
     verdict = lth_pass({"accuracy": 0.91, "ece": 0.06, "mce": 0.9}, dense)
     assert not verdict.passed and set(verdict.worse) == {"ece"} and "mce" in verdict.judged
     assert lth_pass({"accuracy": 0.895}, dense, tolerance=0.01).passed
+
+
+def test_import_torch_slt_stays_cheap_and_evaluate_loads_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, torch_slt\n"
+            "assert 'torch_slt.evaluation' not in sys.modules and 'torch_slt.analysis' not in sys.modules\n"
+            "f = torch_slt.evaluate\n"
+            "import torch_slt.analysis\n"
+            "heavy = [m for m in ('matplotlib', 'sklearn', 'safetensors', 'tqdm') if m in sys.modules]\n"
+            "assert not heavy, heavy\n"
+            "assert f.__module__ == 'torch_slt.evaluation.evaluate'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -34,7 +34,8 @@ def masks_of(ticket: Any) -> Masks:
     if isinstance(ticket, (str, os.PathLike)):
         return masks_of(load_model(ticket))
     if not isinstance(ticket, nn.Module):
-        raise TypeError(f"masks_of(): expected a model, a ticket path or a dict of masks, got {type(ticket).__name__}")
+        raise TypeError(f"masks_of(): expected a model, a ticket path or a dict of masks, got "
+                        f"{type(ticket).__name__}")
     with torch.no_grad():
         gated = {_qualify(name, hook._tensor_name): hook.hard_mask(module).detach().bool().cpu()
                  for name, module, hook in gated_tensors(ticket)}

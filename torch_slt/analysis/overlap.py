@@ -42,13 +42,16 @@ class Overlap:
     layers: list[LayerOverlap] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"jaccard": self.jaccard, "chance": self.chance, "layers": [vars(layer) for layer in self.layers]}
+        return {"jaccard": self.jaccard, "chance": self.chance,
+                "layers": [vars(layer) for layer in self.layers]}
 
     def to_markdown(self) -> str:
-        lines = ["| tensor | weights | density A | density B | Jaccard | chance |", "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r.name} | {r.total:,} | {r.density_a:.2%} | {r.density_b:.2%} | {r.jaccard:.4f} | {r.chance:.4f} |"
-                  for r in self.layers]
-        lines.append(f"| **all** | {sum(r.total for r in self.layers):,} | | | **{self.jaccard:.4f}** | {self.chance:.4f} |")
+        lines = ["| tensor | weights | density A | density B | Jaccard | chance |",
+                 "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r.name} | {r.total:,} | {r.density_a:.2%} | {r.density_b:.2%} | {r.jaccard:.4f} | "
+                  f"{r.chance:.4f} |" for r in self.layers]
+        total = sum(r.total for r in self.layers)
+        lines.append(f"| **all** | {total:,} | | | **{self.jaccard:.4f}** | {self.chance:.4f} |")
         return "\n".join(lines)
 
 
@@ -102,7 +105,8 @@ def mask_overlap(a: Any, b: Any) -> Overlap:
         kept_b += int(y.sum())
         expected += n * da * db
     chance_union = kept_a + kept_b - expected
-    return Overlap(inter / union if union else 1.0, expected / chance_union if chance_union > 0 else 1.0, layers)
+    return Overlap(inter / union if union else 1.0,
+                   expected / chance_union if chance_union > 0 else 1.0, layers)
 
 
 def overlap_matrix(tickets: Sequence[Any]) -> torch.Tensor:

@@ -21,7 +21,8 @@ def layer_profile(ticket: Any) -> dict[str, float]:
     return {name: 1.0 - density(mask) for name, mask in masks_of(ticket).items()}
 
 
-def plot_layer_profiles(tickets: dict[str, Any], path: str | os.PathLike, *, title: str | None = None) -> Path:
+def plot_layer_profiles(tickets: dict[str, Any], path: str | os.PathLike, *,
+                        title: str | None = None) -> Path:
     """One line per ticket (``label -> ticket``): sparsity of each gated tensor, x in model order."""
     from torch_slt.experiment.plots import _COLORS, _MARKERS, _figure, _save
 

@@ -45,7 +45,8 @@ def add_eval_flags(p: argparse.ArgumentParser, *, metrics_help: str) -> None:
     g.add_argument("--ood-sets", help=f"built-in OoD sets, comma-separated (default {','.join(OOD_SETS)})")
     g.add_argument("--corruptions", help=f"comma-separated (default {','.join(CORRUPTIONS)})")
     g.add_argument("--severities", help="corruption severities 1..5, comma-separated (default 1,2,3,4,5)")
-    g.add_argument("--epsilons", help="FGSM/PGD radii in pixel units, comma-separated (default 0.01,0.03,0.1)")
+    g.add_argument("--epsilons",
+                   help="FGSM/PGD radii in pixel units, comma-separated (default 0.01,0.03,0.1)")
     g.add_argument("--pgd-steps", type=int, help="PGD steps (default 0: FGSM only)")
     g.add_argument("--adversarial-samples", type=int, help="test images attacked (default 1000)")
     g.add_argument("--ood-samples", type=int, help="images per built-in OoD set (default 2000)")
@@ -161,7 +162,8 @@ def run_evaluation(run: RunTickets, metrics: list[str], settings: Any, *, refere
     from torch_slt.experiment.data import load_dataset
 
     try:
-        splits = load_dataset(run.data["dataset"], run.data["data_dir"], val_fraction=run.data["val_fraction"],
+        splits = load_dataset(run.data["dataset"], run.data["data_dir"],
+                              val_fraction=run.data["val_fraction"],
                               seed=run.data["seed"])
     except (ValueError, FileNotFoundError, ImportError) as err:
         raise CLIError(str(err)) from None
@@ -201,7 +203,8 @@ def write_outputs(data: dict[str, Any], out: Path) -> list[str]:
     try:
         from torch_slt.evaluation.plots import plot_reliability, plot_sweep_metrics
 
-        for row in ([data["dense"]] if data["dense"] else []) + data["rows"][:1 if len(data["rows"]) == 1 else 0]:
+        single = data["rows"] if len(data["rows"]) == 1 else []
+        for row in ([data["dense"]] if data["dense"] else []) + single:
             if "reliability" in row:
                 name = "reliability.png" if row is not data["dense"] else "reliability-dense.png"
                 plot_reliability(row, out / name, title=f"{row['label']}: ECE {row['ece']:.2%}")
@@ -235,7 +238,8 @@ def evaluation_markdown(data: dict[str, Any], *, details: bool = True) -> str:
         lines += ["", "## LTH-PASS (at least as good as dense on every metric; ✗ = worse)", "",
                   lth_pass_table(data["rows"], data["dense"], keys=keys)]
     else:
-        lines += ["", "No dense reference: mCE and LTH-PASS need one (a sweep's dense ticket, or --reference)."]
+        lines += ["", "No dense reference: mCE and LTH-PASS need one (a sweep's dense ticket, or "
+                  "--reference)."]
     for r in rows if details else ():
         lines += ["", f"## {r['label']}", ""] + _details(r)
     return "\n".join(lines) + "\n"
@@ -254,7 +258,8 @@ def _details(r: dict[str, Any]) -> list[str]:
     if r.get("fgsm"):
         out.append("FGSM accuracy: " + ", ".join(f"eps {k}: {v:.4f}" for k, v in r["fgsm"].items()))
     if r.get("pgd"):
-        out.append(f"PGD-{r['pgd_steps']} accuracy: " + ", ".join(f"eps {k}: {v:.4f}" for k, v in r["pgd"].items()))
+        out.append(f"PGD-{r['pgd_steps']} accuracy: "
+                   + ", ".join(f"eps {k}: {v:.4f}" for k, v in r["pgd"].items()))
     if r.get("per_class_accuracy"):
         out.append("Per-class accuracy: " + " ".join(f"{a:.3f}" for a in r["per_class_accuracy"]))
     return [f"- {line}" for line in out]

@@ -128,7 +128,8 @@ def corrupt(pixels: Tensor, name: str, severity: int, *, seed: int = 0) -> Tenso
         True
     """
     if name not in CORRUPTION_FUNCTIONS:
-        raise ValueError(f"corrupt(): unknown corruption {name!r}; choose from {', '.join(CORRUPTION_FUNCTIONS)}")
+        raise ValueError(f"corrupt(): unknown corruption {name!r}; choose from "
+                         f"{', '.join(CORRUPTION_FUNCTIONS)}")
     if severity not in (1, 2, 3, 4, 5):
         raise ValueError(f"corrupt(): severity={severity!r} must be 1, 2, 3, 4 or 5")
     if pixels.ndim != 4:
@@ -137,7 +138,8 @@ def corrupt(pixels: Tensor, name: str, severity: int, *, seed: int = 0) -> Tenso
     return CORRUPTION_FUNCTIONS[name](pixels.float(), severity, generator)
 
 
-def mean_corruption_error(errors: dict[str, list[float]], reference: dict[str, list[float]]) -> dict[str, Any]:
+def mean_corruption_error(errors: dict[str, list[float]],
+                          reference: dict[str, list[float]]) -> dict[str, Any]:
     """``{"mce": ..., "ce": {corruption: CE_c}}`` of per-severity errors against the dense model's."""
     ce = {}
     for name, errs in errors.items():
@@ -159,7 +161,9 @@ def _corruptions(ctx) -> dict[str, Any]:
     for i, name in enumerate(s.corruptions):
         errors[name] = []
         for severity in s.severities:
-            corrupted = ctx.pixels.normalize(corrupt(pixels, name, severity, seed=s.seed + 1000 * i + severity))
+            # one fixed noise draw per (corruption, severity): every model sees the same images
+            seed = s.seed + 1000 * i + severity
+            corrupted = ctx.pixels.normalize(corrupt(pixels, name, severity, seed=seed))
             correct = (ctx.predict(corrupted).argmax(1) == ctx.labels).double().mean()
             errors[name].append(float(1.0 - correct))
     flat = [e for errs in errors.values() for e in errs]

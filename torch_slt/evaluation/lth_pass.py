@@ -53,8 +53,8 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
-def lth_pass_table(rows: Sequence[dict[str, Any]], dense: dict[str, Any], *, keys: Sequence[str] | None = None,
-                   tolerance: float = 0.0) -> str:
+def lth_pass_table(rows: Sequence[dict[str, Any]], dense: dict[str, Any], *,
+                   keys: Sequence[str] | None = None, tolerance: float = 0.0) -> str:
     """Markdown table: one row per ticket (``rows`` hold ``label`` and the result), each judged metric
     with a mark where it is worse than dense, and the LTH-PASS verdict."""
     better = directions()
@@ -67,5 +67,6 @@ def lth_pass_table(rows: Sequence[dict[str, Any]], dense: dict[str, Any], *, key
         verdict = lth_pass(row, dense, keys=judged, tolerance=tolerance)
         cells = [(f"{row[k]:.4f}" + (" ✗" if k in verdict.worse else "")) if _number(row.get(k)) else "-"
                  for k in judged]
-        lines.append(f"| {row.get('label', '?')} | " + " | ".join(cells) + f" | {'**yes**' if verdict.passed else 'no'} |")
+        mark = "**yes**" if verdict.passed else "no"
+        lines.append(f"| {row.get('label', '?')} | " + " | ".join(cells) + f" | {mark} |")
     return "\n".join(lines)

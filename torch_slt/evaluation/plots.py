@@ -43,7 +43,8 @@ def plot_reliability(result: dict[str, Any], path: str | os.PathLike, *, title: 
     ax.bar([centers[i] for i in shown], [acc[i] for i in shown], width=width, color=_COLORS[0],
            edgecolor="black", linewidth=0.6, label="accuracy")
     ax.bar([centers[i] for i in shown], [conf[i] - acc[i] for i in shown], bottom=[acc[i] for i in shown],
-           width=width, color=_COLORS[1], alpha=0.3, edgecolor=_COLORS[1], hatch="//", label="gap to confidence")
+           width=width, color=_COLORS[1], alpha=0.3, edgecolor=_COLORS[1], hatch="//",
+           label="gap to confidence")
     ax.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1, label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -79,7 +80,8 @@ def plot_sweep_metrics(rows: Sequence[dict[str, Any]], path: str | os.PathLike, 
         >>> import tempfile
         >>> rows = [{"method": "stg", "sparsity": s, "accuracy": a, "ece": e}
         ...         for s, a, e in ((0.5, 0.9, 0.02), (0.9, 0.85, 0.04))]
-        >>> plot_sweep_metrics(rows, tempfile.mkdtemp() + "/m.png", dense={"accuracy": 0.91, "ece": 0.03}).suffix
+        >>> dense = {"accuracy": 0.91, "ece": 0.03}
+        >>> plot_sweep_metrics(rows, tempfile.mkdtemp() + "/m.png", dense=dense).suffix
         '.png'
     """
     if not rows:
@@ -98,7 +100,8 @@ def plot_sweep_metrics(rows: Sequence[dict[str, Any]], path: str | os.PathLike, 
             groups: dict[float, list[tuple[float, float]]] = defaultdict(list)
             for r in rows:
                 if str(r["method"]) == method and _number(r.get(key)):
-                    groups[round(float(r.get("target", r["sparsity"])), 6)].append((float(r["sparsity"]), float(r[key])))
+                    target = round(float(r.get("target", r["sparsity"])), 6)
+                    groups[target].append((float(r["sparsity"]), float(r[key])))
             if not groups:
                 continue
             runs = [groups[t] for t in sorted(groups)]
@@ -106,7 +109,8 @@ def plot_sweep_metrics(rows: Sequence[dict[str, Any]], path: str | os.PathLike, 
             ys = [sum(v for _, v in g) / len(g) for g in runs]
             err = [_std([v for _, v in g]) for g in runs]
             ax.errorbar(xs, ys, yerr=err if any(err) else None, color=_COLORS[i % len(_COLORS)],
-                        marker=_MARKERS[i % len(_MARKERS)], markersize=4, linewidth=1.4, capsize=2, label=method)
+                        marker=_MARKERS[i % len(_MARKERS)], markersize=4, linewidth=1.4, capsize=2,
+                        label=method)
         if dense is not None and _number(dense.get(key)):
             ax.axhline(float(dense[key]), color="black", linestyle="--", linewidth=1.2, label="dense")
         arrow = "↑" if better[key] == HIGHER else "↓"

@@ -77,7 +77,8 @@ def get_metric(name: str) -> Metric:
     try:
         return _METRICS[name]
     except KeyError:
-        raise UnknownMetricError(f"unknown metric {name!r}; choose from {', '.join(list_metrics())}") from None
+        raise UnknownMetricError(f"unknown metric {name!r}; choose from "
+                                 f"{', '.join(list_metrics())}") from None
 
 
 def list_metrics() -> list[str]:

@@ -55,7 +55,8 @@ class EvalSettings:
 
     def __post_init__(self) -> None:
         if not isinstance(self.bins, int) or self.bins < 1:
-            raise SettingError("bins", self.bins, "must be a positive integer (15 is the usual)", "EvalSettings")
+            raise SettingError("bins", self.bins, "must be a positive integer (15 is the usual)",
+                               "EvalSettings")
         unknown = [c for c in self.corruptions if c not in CORRUPTIONS]
         if unknown:
             raise SettingError("corruptions", unknown, f"are not known; choose from {', '.join(CORRUPTIONS)}",

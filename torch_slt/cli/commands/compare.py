@@ -118,7 +118,8 @@ def _line(models, labels, data, args, out: Path):
     from torch_slt.experiment.data import load_dataset
 
     try:
-        splits = load_dataset(data["dataset"], data.get("data_dir"), val_fraction=data.get("val_fraction", 0.1),
+        splits = load_dataset(data["dataset"], data.get("data_dir"),
+                              val_fraction=data.get("val_fraction", 0.1),
                               seed=data.get("seed", 0))
         line = loss_along_line(models[0], models[1], splits, steps=args.steps)
     except (ValueError, FileNotFoundError, ImportError) as err:

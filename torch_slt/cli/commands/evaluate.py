@@ -18,7 +18,8 @@ DESCRIPTION = ("Evaluate the ticket of a find run, every ticket of a sweep (agai
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", metavar="RUN_DIR|TICKET", help="a find or sweep run folder, or a .slt.safetensors file")
+    p.add_argument("path", metavar="RUN_DIR|TICKET",
+                   help="a find or sweep run folder, or a .slt.safetensors file")
     add_eval_flags(p, metrics_help="comma-separated metrics (default: all; see docs/evaluation.md)")
     p.add_argument("--reference", help="the dense model as a ticket file or find run folder (mCE, "
                    "LTH-PASS); default: a sweep's dense ticket")
