@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ import common
 import torch_slt
 
 LEARNED = ("stg", "edgepopup", "supermask")
+RESUMED = (" (runs are appended to the JSON: `--resume` added cells to an earlier run; the same command "
+           "without `--resume` regenerates every cell)")
 ONE_SHOT = ("magnitude",)
 
 
@@ -48,6 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--width", type=float, default=1.0, help="width multiplier of the model")
     p.add_argument("--epochs", type=int, default=None, help="default 3 (quick 2)")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--dense-lr", type=float, default=None,
+                   help="learning rate of the dense network (default: METHOD_DEFAULTS['dense'], SGD 0.1, "
+                   "which diverges on the bias-free conv2 without batch norm)")
     p.add_argument("--test-samples", type=int, default=None, help="evaluate on the first N test images")
     p.add_argument("--overlap-sparsity", type=float, default=0.9)
     p.add_argument("--threads", type=int, default=1)
@@ -103,8 +109,9 @@ def train_one(method: str | None, sparsity: float | None, seed: int, splits, arg
     if method is not None:
         torch_slt.apply(model, method, **method_kwargs(method, sparsity, seed))
     if method is None or torch_slt.get_method(method).learned:
+        lr = args.dense_lr if method is None else None
         fit(model, splits.train, None, TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed,
-                                                   quiet=True))
+                                                   lr=lr, quiet=True))
     if method is not None:
         torch_slt.finalize(model)
     return model.eval()
@@ -150,8 +157,10 @@ def run(args) -> dict[str, Any]:
                 dense = row
                 row["mce"] = 1.0
             if sparsity is not None and abs(sparsity - args.overlap_sparsity) < 1e-9 or method is None:
-                save_ticket(work / f"{name}-{sparsity}-seed{seed}.slt.safetensors", model,
-                            spec_of(splits, args))
+                with warnings.catch_warnings():  # the dense network stores every trained value, as expected
+                    warnings.filterwarnings("ignore", message=r"save_ticket\(\): none of the model's weights")
+                    save_ticket(work / f"{name}-{sparsity}-seed{seed}.slt.safetensors", model,
+                                spec_of(splits, args))
             data["rows"].append(row)
             path.write_text(json.dumps(data, indent=1))
             print(f"seed {seed} {name} {sparsity}: acc {row['accuracy']:.4f} ece {row['ece']:.4f} "
@@ -180,7 +189,9 @@ def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 row[k + "_std"] = _std(vals)
         row["label"] = method if target is None else f"{method} {target:.0%}"
         out.append(row)
-    return out
+    order = {m: i for i, m in enumerate(LEARNED + ONE_SHOT)}
+    return sorted(out, key=lambda r: (r["target"] is not None, r["target"] or 0.0,
+                                      order.get(r["method"], len(order)), r["method"]))
 
 
 def _std(values):
@@ -203,10 +214,12 @@ def report(data: dict[str, Any], args) -> None:
     means = mean_rows(rows)
     dense = next(r for r in means if r["method"] == "dense")
     tickets = [r for r in means if r["method"] != "dense"]
-    plot_sweep_metrics([r for r in rows if r["method"] != "dense"], f"{stem}-sweep.png", dense=dense,
+    # The one-shot magnitude tickets of the frozen random weights are at chance level; drawn, they
+    # squash every panel's scale, so they stay in the tables only.
+    plot_sweep_metrics([r for r in rows if r["method"] in LEARNED], f"{stem}-sweep.png", dense=dense,
                        keys=[k for k in HEADLINES if k in dense],
                        title=f"{args.model} / {args.dataset}, {data['epochs']} epochs, mean of "
-                             f"{len(args.seed_list)} training seeds (magnitude: one-shot, 1)")
+                             f"{len(args.seed_list)} training seeds (magnitude, at chance: table only)")
     first = [r for r in rows if r["seed"] == args.seed_list[0]]
     dense0 = next(r for r in first if r["method"] == "dense")
     plot_reliability(dense0, f"{stem}-reliability-dense.png",
@@ -260,14 +273,16 @@ def report(data: dict[str, Any], args) -> None:
             lines += [f"| {k} | {r.loss[0]:.3f} | {r.loss[-1]:.3f} | {max(r.loss):.3f} | "
                       f"{r.loss_barrier:.3f} | "
                       f"{100 * r.error_barrier:.1f} pts |" for k, r in results.items()]
+    dense_lr = f" (dense: lr {args.dense_lr})" if args.dense_lr else ""
     body = [f"# Evaluation beyond accuracy: {args.model} (width {args.width}) on {args.dataset}", "",
-            f"- command: `{data['command']}`", f"- date: {data['date']}", f"- machine: {data['machine']}",
+            f"- command: `{data['command']}`" + (RESUMED if "--resume" in data["command"] else ""),
+            f"- date: {data['date']}", f"- machine: {data['machine']}",
             f"- data: {data['dataset']}; test split for every metric"
             + (f" (its first {args.test_samples} images)" if args.test_samples else ""),
             f"- protocol: one frozen {args.model} (width {args.width}; weights from seed "
             f"{data['net_seed']}); training seeds "
             f"{', '.join(map(str, args.seed_list))}; {data['epochs']} epochs, batch {args.batch_size}, "
-            f"each method's defaults; magnitude one-shot on the frozen weights (one seed: it is "
+            f"each method's defaults{dense_lr}; magnitude one-shot on the frozen weights (one seed: it is "
             f"deterministic)",
             f"- evaluation settings: {json.dumps(data['settings'])}",
             f"- CPU time: training {sum(r['train_seconds'] for r in rows) / 60:.1f} min, evaluation "
