@@ -81,7 +81,7 @@ def test_barrier_and_line_endpoints():
     assert line.alphas == [0.0, 0.25, 0.5, 0.75, 1.0]
     ce = torch.nn.functional.cross_entropy
     assert line.loss[0] == pytest.approx(float(ce(random_net(x).detach(), y)), rel=1e-5)
-    assert line.loss[-1] == pytest.approx(float(ce(ticket.eval()(x), y)), rel=1e-5)
+    assert line.loss[-1] == pytest.approx(float(ce(ticket.eval()(x).detach(), y)), rel=1e-5)
     assert torch_slt.is_gated(ticket)  # the ticket was not finalized in place
     # the midpoint's weights are the mean of the effective weights: w * (1 + m) / 2
     w, m = random_net[1].weight.detach(), masks_of(ticket)["1.weight"]
