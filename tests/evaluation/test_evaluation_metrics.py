@@ -103,6 +103,18 @@ def test_unknown_metric_is_refused_before_anything_runs():
         torch_slt.evaluate(model, (x, y), metrics=["acc"])
 
 
+def test_bad_data_is_refused_with_what_is_accepted():
+    from torch_slt.core.errors import SLTError
+
+    model, x, y = _toy()
+    with pytest.raises(SLTError, match="data must be a Dataset, DataSplits"):
+        torch_slt.evaluate(model, [1, 2, 3])
+    with pytest.raises(ValueError, match="40 inputs and 39 labels"):
+        torch_slt.evaluate(model, (x, y[:-1]))
+    with pytest.raises(TypeError, match="settings must be an EvalSettings"):
+        torch_slt.evaluate(model, (x, y), settings={"bins": 10})
+
+
 def test_bad_settings_name_the_field():
     with pytest.raises(ValueError, match="severities"):
         EvalSettings(severities=(0, 6))

@@ -11,7 +11,7 @@ Example:
 """
 
 from torch_slt.analysis.landscape import LineResult, barrier, effective_state, loss_along_line, plot_line
-from torch_slt.analysis.masks import load_model, masks_of
+from torch_slt.analysis.masks import AnalysisInputError, load_model, masks_of
 from torch_slt.analysis.overlap import (
                                         LayerOverlap,
                                         Overlap,
@@ -23,6 +23,6 @@ from torch_slt.analysis.overlap import (
 )
 from torch_slt.analysis.profiles import layer_profile, plot_layer_profiles
 
-__all__ = ["LayerOverlap", "LineResult", "Overlap", "barrier", "chance_jaccard", "effective_state", "jaccard",
-           "layer_profile", "load_model", "loss_along_line", "mask_overlap", "masks_of", "overlap_matrix",
-           "plot_layer_profiles", "plot_line", "plot_overlap_heatmap"]
+__all__ = ["AnalysisInputError", "LayerOverlap", "LineResult", "Overlap", "barrier", "chance_jaccard",
+           "effective_state", "jaccard", "layer_profile", "load_model", "loss_along_line", "mask_overlap",
+           "masks_of", "overlap_matrix", "plot_layer_profiles", "plot_line", "plot_overlap_heatmap"]

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from torch_slt.analysis.masks import AnalysisInputError
 from torch_slt.core.api import finalize, is_gated
 
 
@@ -78,11 +79,11 @@ def loss_along_line(model_a: nn.Module, model_b: nn.Module, data: Any, *, steps:
     from torch_slt.evaluation.context import as_tensors
 
     if steps < 2:
-        raise ValueError(f"loss_along_line(): steps={steps} must be at least 2 (the two endpoints)")
+        raise AnalysisInputError(f"loss_along_line(): steps={steps} must be at least 2 (the two endpoints)")
     a, b = effective_state(model_a), effective_state(model_b)
     if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
-        raise ValueError("loss_along_line(): the two models have different state dict keys or shapes; "
-                         "pass two tickets of the same architecture")
+        raise AnalysisInputError("loss_along_line(): the two models have different state dict keys or "
+                                 "shapes; pass two tickets of the same architecture")
     inputs, labels = as_tensors(data)
     probe = copy.deepcopy(model_a)
     if is_gated(probe):

@@ -11,9 +11,15 @@ import torch
 from torch import Tensor, nn
 
 from torch_slt.core.api import _HISTORY_ATTR, _qualify, gated_tensors
+from torch_slt.core.errors import SLTError
 from torch_slt.core.targets import is_default_target
 
 Masks = dict[str, Tensor]
+
+
+class AnalysisInputError(SLTError, TypeError, ValueError):
+    """Tickets that cannot be compared (another architecture, no shared gated tensor) or an argument
+    of the wrong kind; the message names the tensors or the value."""
 
 
 def masks_of(ticket: Any) -> Masks:
@@ -34,8 +40,8 @@ def masks_of(ticket: Any) -> Masks:
     if isinstance(ticket, (str, os.PathLike)):
         return masks_of(load_model(ticket))
     if not isinstance(ticket, nn.Module):
-        raise TypeError(f"masks_of(): expected a model, a ticket path or a dict of masks, got "
-                        f"{type(ticket).__name__}")
+        raise AnalysisInputError(f"masks_of(): expected a model, a ticket path or a dict of masks, got "
+                                 f"{type(ticket).__name__}")
     with torch.no_grad():
         gated = {_qualify(name, hook._tensor_name): hook.hard_mask(module).detach().bool().cpu()
                  for name, module, hook in gated_tensors(ticket)}

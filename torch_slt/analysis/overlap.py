@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from torch_slt.analysis.masks import masks_of
+from torch_slt.analysis.masks import AnalysisInputError, masks_of
 
 
 @dataclass
@@ -88,15 +88,15 @@ def mask_overlap(a: Any, b: Any) -> Overlap:
     ma, mb = masks_of(a), masks_of(b)
     shared = [k for k in ma if k in mb]
     if not shared:
-        raise ValueError(f"mask_overlap(): the tickets share no gated tensor (A: {sorted(ma)[:4]}, B: "
-                         f"{sorted(mb)[:4]}); compare tickets of the same architecture")
+        raise AnalysisInputError(f"mask_overlap(): the tickets share no gated tensor (A: {sorted(ma)[:4]}, "
+                                 f"B: {sorted(mb)[:4]}); compare tickets of the same architecture")
     layers, inter, union, expected = [], 0, 0, 0.0
     kept_a = kept_b = 0
     for name in shared:
         x, y = ma[name], mb[name]
         if x.shape != y.shape:
-            raise ValueError(f"mask_overlap(): tensor {name!r} has shape {tuple(x.shape)} in A and "
-                             f"{tuple(y.shape)} in B; compare tickets of the same architecture")
+            raise AnalysisInputError(f"mask_overlap(): tensor {name!r} has shape {tuple(x.shape)} in A and "
+                                     f"{tuple(y.shape)} in B; compare tickets of the same architecture")
         n, da, db = x.numel(), float(x.double().mean()), float(y.double().mean())
         layers.append(LayerOverlap(name, jaccard(x, y), chance_jaccard(da, db), da, db, n))
         inter += int((x & y).sum())
@@ -126,7 +126,7 @@ def plot_overlap_heatmap(matrix: torch.Tensor, labels: Sequence[str], path, *, t
 
     n = len(labels)
     if tuple(matrix.shape) != (n, n):
-        raise ValueError(f"plot_overlap_heatmap(): a {tuple(matrix.shape)} matrix for {n} labels")
+        raise AnalysisInputError(f"plot_overlap_heatmap(): a {tuple(matrix.shape)} matrix for {n} labels")
     fig = _figure(max(4.5, 0.45 * n + 2.5), max(4.0, 0.45 * n + 1.8))
     ax = fig.add_subplot()
     image = ax.imshow(matrix.numpy(), vmin=0.0, vmax=1.0, cmap="viridis")

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from torch_slt.analysis.masks import density, masks_of
+from torch_slt.analysis.masks import AnalysisInputError, density, masks_of
 
 
 def layer_profile(ticket: Any) -> dict[str, float]:
@@ -27,7 +27,8 @@ def plot_layer_profiles(tickets: dict[str, Any], path: str | os.PathLike, *,
     from torch_slt.experiment.plots import _COLORS, _MARKERS, _figure, _save
 
     if not tickets:
-        raise ValueError("plot_layer_profiles(): no tickets given; pass {label: model or ticket path}")
+        raise AnalysisInputError("plot_layer_profiles(): no tickets given; pass {label: model or ticket "
+                                 "path}")
     profiles = {label: layer_profile(t) for label, t in tickets.items()}
     names = list(dict.fromkeys(n for p in profiles.values() for n in p))
     fig = _figure(max(6.0, min(0.4 * len(names) + 3.0, 22.0)), 4.6)

@@ -18,12 +18,13 @@ Example:
 # isort: off
 from torch_slt.evaluation import accuracy, calibration, ood, corruptions, adversarial, per_class  # noqa: F401
 # isort: on
+from torch_slt.evaluation.context import EvaluationInputError
 from torch_slt.evaluation.evaluate import evaluate
 from torch_slt.evaluation.lth_pass import PassResult, lth_pass, lth_pass_table
 from torch_slt.evaluation.registry import (Metric, UnknownMetricError, directions, get_metric, list_metrics,
                                            register_metric, unregister_metric)
 from torch_slt.evaluation.settings import CORRUPTIONS, OOD_SETS, EvalSettings
 
-__all__ = ["CORRUPTIONS", "EvalSettings", "Metric", "OOD_SETS", "PassResult", "UnknownMetricError",
-           "directions", "evaluate", "get_metric", "list_metrics", "lth_pass", "lth_pass_table",
-           "register_metric", "unregister_metric"]
+__all__ = ["CORRUPTIONS", "EvalSettings", "EvaluationInputError", "Metric", "OOD_SETS", "PassResult",
+           "UnknownMetricError", "directions", "evaluate", "get_metric", "list_metrics", "lth_pass",
+           "lth_pass_table", "register_metric", "unregister_metric"]

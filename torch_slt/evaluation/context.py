@@ -10,7 +10,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
+from torch_slt.core.errors import SLTError
 from torch_slt.evaluation.settings import EvalSettings
+
+
+class EvaluationInputError(SLTError, TypeError, ValueError):
+    """The data (or another argument) given to :func:`torch_slt.evaluate` cannot be used; the message
+    says what is accepted."""
 
 
 @dataclass
@@ -81,11 +87,11 @@ def as_tensors(data: Any) -> tuple[Tensor, Tensor]:
         inputs = torch.stack([torch.as_tensor(x) for x, _ in items])
         labels = torch.as_tensor([int(y) for _, y in items])
     else:
-        raise TypeError(f"evaluate(): data must be a Dataset, DataSplits or an (inputs, labels) pair of "
-                        f"tensors, got {type(data).__name__}")
+        raise EvaluationInputError(f"evaluate(): data must be a Dataset, DataSplits or an (inputs, labels) "
+                                   f"pair of tensors, got {type(data).__name__}")
     if len(inputs) != len(labels) or len(labels) == 0:
-        raise ValueError(f"evaluate(): {len(inputs)} inputs and {len(labels)} labels; need the same, "
-                         f"non-zero number")
+        raise EvaluationInputError(f"evaluate(): {len(inputs)} inputs and {len(labels)} labels; need the "
+                                   f"same, non-zero number")
     return inputs.float(), labels.long()
 
 

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from torch_slt.evaluation.context import EvaluationInputError
 from torch_slt.evaluation.registry import HIGHER, LOWER, register_metric
 
 _GAUSSIAN = (0.04, 0.06, 0.08, 0.09, 0.10)
@@ -128,12 +129,13 @@ def corrupt(pixels: Tensor, name: str, severity: int, *, seed: int = 0) -> Tenso
         True
     """
     if name not in CORRUPTION_FUNCTIONS:
-        raise ValueError(f"corrupt(): unknown corruption {name!r}; choose from "
-                         f"{', '.join(CORRUPTION_FUNCTIONS)}")
+        raise EvaluationInputError(f"corrupt(): unknown corruption {name!r}; choose from "
+                                   f"{', '.join(CORRUPTION_FUNCTIONS)}")
     if severity not in (1, 2, 3, 4, 5):
-        raise ValueError(f"corrupt(): severity={severity!r} must be 1, 2, 3, 4 or 5")
+        raise EvaluationInputError(f"corrupt(): severity={severity!r} must be 1, 2, 3, 4 or 5")
     if pixels.ndim != 4:
-        raise ValueError(f"corrupt(): expected N x C x H x W images, got shape {tuple(pixels.shape)}")
+        raise EvaluationInputError(f"corrupt(): expected N x C x H x W images, got shape "
+                                   f"{tuple(pixels.shape)}")
     generator = torch.Generator().manual_seed(seed)
     return CORRUPTION_FUNCTIONS[name](pixels.float(), severity, generator)
 

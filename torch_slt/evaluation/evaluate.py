@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torch_slt.evaluation.context import EvalContext, as_tensors, pixels_of
+from torch_slt.evaluation.context import EvalContext, EvaluationInputError, as_tensors, pixels_of
 from torch_slt.evaluation.registry import get_metric, list_metrics
 from torch_slt.evaluation.settings import EvalSettings
 
@@ -47,13 +47,14 @@ def evaluate(model: nn.Module, data: Any, metrics: Sequence[str] | str | None = 
     """
     settings = settings or EvalSettings()
     if not isinstance(settings, EvalSettings):
-        raise TypeError(f"evaluate(): settings must be an EvalSettings, got {type(settings).__name__}")
+        raise EvaluationInputError(f"evaluate(): settings must be an EvalSettings, got "
+                                   f"{type(settings).__name__}")
     names = _metric_names(metrics)
     if isinstance(reference, nn.Module):
         reference = evaluate(reference, data, names, settings=settings)
     if reference is not None and not isinstance(reference, dict):
-        raise TypeError(f"evaluate(): reference must be the dense model or the dict evaluate() returned "
-                        f"for it, got {type(reference).__name__}")
+        raise EvaluationInputError(f"evaluate(): reference must be the dense model or the dict evaluate() "
+                                   f"returned for it, got {type(reference).__name__}")
     inputs, labels = as_tensors(data)
     device = torch.device(settings.device) if settings.device else next(
         (p.device for p in model.parameters()), torch.device("cpu"))
@@ -80,7 +81,7 @@ def _metric_names(metrics: Sequence[str] | str | None) -> list[str]:
     for name in names:
         get_metric(name)  # raises UnknownMetricError naming the choices before anything runs
     if not names:
-        raise ValueError(f"evaluate(): metrics is empty; choose from {', '.join(list_metrics())}")
+        raise EvaluationInputError(f"evaluate(): metrics is empty; choose from {', '.join(list_metrics())}")
     return names
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from torch_slt.evaluation.context import EvaluationInputError
 from torch_slt.evaluation.registry import HIGHER, LOWER, register_metric
 
 
@@ -35,7 +36,8 @@ def auroc(positive: Tensor, negative: Tensor) -> float:
     """
     n_pos, n_neg = positive.numel(), negative.numel()
     if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"auroc(): need scores on both sides, got {n_pos} positive and {n_neg} negative")
+        raise EvaluationInputError(f"auroc(): need scores on both sides, got {n_pos} positive and {n_neg} "
+                                   f"negative")
     scores = torch.cat([positive.flatten(), negative.flatten()]).double()
     _, inverse, counts = torch.unique(scores, sorted=True, return_inverse=True, return_counts=True)
     # average rank (1-based) of each distinct value: ties share the mean of the ranks they span
