@@ -84,6 +84,15 @@ def test_fgsm_with_eps_zero_equals_clean_accuracy_and_larger_eps_hurts():
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_fgsm_eps_zero_leaves_features_outside_zero_one_alone():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    x, y = 5 * torch.randn(30, 4), torch.randint(0, 3, (30,))
+    identity = Pixels(torch.zeros(1, 4), torch.ones(1, 4))
+    assert torch.equal(attack(model, x, y, 0.0, identity), x)
+    assert (attack(model, x, y, 0.5, identity) - x).abs().max() <= 0.5 + 1e-6
+
+
 def test_attacks_stay_in_the_eps_ball_and_the_pixel_range():
     model, x, y = _trained_toy()
     pixels = Pixels(torch.full((1, 1, 1, 1), 0.3), torch.full((1, 1, 1, 1), 0.2))

@@ -6,6 +6,9 @@
   a uniform random start in the eps-ball, then ``steps`` signed-gradient steps of ``2.5 eps / steps``,
   each projected back onto the eps-ball and [0, 1].
 
+For images (``N x C x H x W``) the adversarial pixels stay in [0, 1]; other inputs (features) are
+only kept in the eps-ball.
+
 The attacks work in the model's normalised input space (``eps / std`` per channel), so that ``eps = 0``
 feeds the model exactly the clean inputs. Only gradients with respect to the inputs are taken; the
 model's parameters and their ``.grad`` are left alone.
@@ -44,7 +47,10 @@ def attack(model: nn.Module, inputs: Tensor, labels: Tensor, eps: float, pixels:
         True
     """
     radius = eps / pixels.std.to(inputs)
-    low, high = pixels.normalize(torch.zeros_like(inputs)), pixels.normalize(torch.ones_like(inputs))
+    if inputs.ndim == 4:  # images: stay in the pixel range [0, 1]
+        low, high = pixels.normalize(torch.zeros_like(inputs)), pixels.normalize(torch.ones_like(inputs))
+    else:  # other features have no natural range: only the eps-ball constrains them
+        low, high = torch.full_like(inputs, -torch.inf), torch.full_like(inputs, torch.inf)
     if steps == 0:
         grad = _input_grad(model, inputs, labels)
         return torch.minimum(torch.maximum(inputs + radius * grad.sign(), low), high).detach()
