@@ -34,7 +34,7 @@ import torch
 import common
 import torch_slt
 
-LEARNED = ("stg", "edgepopup", "supermask")
+LEARNED = ("stg", "hardconcrete", "edgepopup", "supermask")
 RESUMED = (" (runs are appended to the JSON: `--resume` added cells to an earlier run; the same command "
            "without `--resume` regenerates every cell)")
 ONE_SHOT = ("magnitude",)
