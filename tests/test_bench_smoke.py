@@ -38,3 +38,16 @@ def test_tickets_script_writes_table_json_and_plot(tmp_path):
                                                        ("magnitude", "trained")}
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in rows)
     assert stem.with_suffix(".png").exists()
+
+
+def test_evaluation_script_writes_tables_and_figures(tmp_path):
+    stem = tmp_path / "evaluation"
+    _run("bench/evaluation.py", "--quick", "--methods", "stg,magnitude", "--sparsities", "0.9", "--seeds",
+         "0,1", "--epochs", "1", "--out", str(stem), "--work", str(tmp_path / "work"))
+    text = stem.with_suffix(".md").read_text()
+    assert "LTH-PASS" in text and "| stg 90% |" in text and "## Mask overlap at 90%" in text
+    rows = json.loads(stem.with_suffix(".json").read_text())["rows"]
+    assert {(r["method"], r["seed"]) for r in rows} == {("dense", 0), ("dense", 1), ("stg", 0), ("stg", 1),
+                                                       ("magnitude", 0)}
+    for suffix in ("-sweep.png", "-overlap.png", "-profiles.png", "-line.png", "-reliability-dense.png"):
+        assert Path(f"{stem}{suffix}").exists(), suffix

@@ -32,6 +32,9 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "save_ticket": ("torch_slt.experiment.ticket", "save_ticket"),
     "compact": ("torch_slt.structured.compaction", "compact"),
     "to_sparse": ("torch_slt.structured.sparse_export", "to_sparse"),
+    "evaluate": ("torch_slt.evaluation", "evaluate"),
+    "evaluation": ("torch_slt.evaluation", None),
+    "analysis": ("torch_slt.analysis", None),
 }
 
 
@@ -58,5 +61,5 @@ __all__ = [
     "finalize", "gated_tensors", "get_method", "is_gated", "list_methods", "mask_parameters",
     "named_mask_parameters", "penalty", "register_method", "report", "__version__",
     "UnsupportedModelError", "load_file", "load_state_dict", "save_file",
-    "init", "load_ticket", "save_ticket", "compact", "to_sparse",
+    "init", "load_ticket", "save_ticket", "compact", "to_sparse", "evaluate",
 ]

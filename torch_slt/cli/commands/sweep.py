@@ -23,6 +23,8 @@ import torch
 
 import torch_slt
 from torch_slt.cli import output
+from torch_slt.cli.evaluation import (add_eval_flags, eval_settings, evaluation_markdown, find_tickets,
+                                      metric_names, run_evaluation)
 from torch_slt.cli.flags import add_run_flags
 from torch_slt.cli.prepare import check_method_settings, load_data, prepare
 from torch_slt.cli.reports import sweep_markdown
@@ -33,7 +35,9 @@ NAME = "sweep"
 HELP = "several methods x sparsities on one frozen network, plus dense"
 DESCRIPTION = ("Train a ticket for every method and sparsity on one frozen random "
                "network (gate methods reach each sparsity through their sparsity target), train "
-               "the dense baseline, and write sweep.json, sweep.md and curve.png in --out.")
+               "the dense baseline, and write sweep.json, sweep.md and curve.png in --out. With "
+               "--metrics, then evaluate every ticket against the dense model as 'torch-slt "
+               "evaluate' does (evaluation.json/.md, metrics.png with one panel per metric).")
 SWEEP_SPARSITIES = (0.5, 0.7, 0.9, 0.95)
 #: The folder of a sweep that holds one row per finished cell and the checkpoint of the cell in progress.
 CELLS = "cells"
@@ -48,6 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue the interrupted sweep in --out: finished (method, sparsity) cells are "
                    "kept, the interrupted one continues from its last epoch; same results as an "
                    "uninterrupted sweep")
+    add_eval_flags(p, metrics_help="after the sweep, evaluate every ticket with these metrics "
+                   "(comma-separated, or 'all'; default: no evaluation)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         output.check_out(out, args.resume)
     saved = _saved_sweep(out) if args.resume else None
     s, _ = from_args(args, out)
+    metrics = metric_names(args.metrics) if args.metrics is not None else None
+    eval_config = eval_settings(args) if metrics else None
     grid = _grid(args, saved, out)
     methods, sparsities, no_dense = grid["methods"], grid["sparsities"], grid["no_dense"]
     out = out or output.default_out(NAME, s)
@@ -92,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
         leftover.unlink()
     print(sweep_markdown(result, short=True))
     print(f"sweep.json, sweep.md and curve.png in {out}/")
+    if metrics:
+        data = run_evaluation(find_tickets(out, None, None), metrics, eval_config, quiet=args.quiet)
+        print(evaluation_markdown(data, details=False))
+        print(f"evaluation.json, evaluation.md and metrics.png in {out}/")
     return 0
 
 
@@ -218,8 +230,8 @@ def _run_one(s: RunSettings, method: str | None, sparsity: float | None, splits:
            "test_accuracy": evaluate(prep.model, splits.test),
            "epochs": prep.train_config.epochs, "kwargs": prep.method_kwargs,
            "wall_time_s": time.perf_counter() - t0}
-    if method is not None:
-        row["ticket"] = _save_ticket(prep, row, out, _label(method, sparsity))
+    # dense too: its ticket is the reference of 'torch-slt evaluate' (mCE, LTH-PASS)
+    row["ticket"] = _save_ticket(prep, row, out, _label(method, sparsity))
     if not quiet:
         print(f"{tag} {name}: test {row['test_accuracy']:.2%}, sparsity {row['sparsity']:.2%}",
               file=sys.stderr)
@@ -230,7 +242,7 @@ def _save_ticket(prep: Any, row: dict[str, Any], out: Path, label: str) -> str:
     tickets = out / "tickets"
     tickets.mkdir(exist_ok=True)
     with warnings.catch_warnings():
-        if prep.settings.training.train_weights:
+        if prep.settings.training.train_weights or row["method"] == "dense":
             warnings.filterwarnings("ignore", message=r"save_ticket\(\): none of the model's weights")
         meta = {"method": row["method"], "test_accuracy": row["test_accuracy"]}
         path = torch_slt.save_ticket(tickets / f"{label}.slt.safetensors", prep.model.to("cpu"), prep.spec,
