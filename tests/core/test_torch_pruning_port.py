@@ -184,7 +184,10 @@ def _gate_with_hand_mask(method) -> nn.Linear:
     m = nn.Linear(5, 2)
     mask = _hand_mask()
     if is_learned(method):
-        gate(m, "weight", method, **({"sparsity": 0.2} if method == "edgepopup" else {}))
+        # Learned masks with a fraction to keep (edge-popup, a gate method's sparsity target) keep
+        # the top 8 of 10 of their scores: the hand mask keeps 8.
+        takes = "sparsity" in kwargs_for(method) or method == "edgepopup"
+        gate(m, "weight", method, **({"sparsity": 0.2} if takes else {}))
         set_hard_mask(m, "weight", method, mask)
         m.eval()(torch.ones(1, 5))  # the mask buffer follows the learned tensor at every forward
     else:

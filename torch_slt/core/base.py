@@ -219,11 +219,15 @@ class LearnedMaskMethod(SLTMethod):
         """
         raise NotImplementedError
 
+    def forward_mask(self, module: nn.Module) -> Tensor:
+        """The hard mask a forward uses and shows in the ``<tensor>_mask`` buffer (:meth:`hard_mask`)."""
+        return self.hard_mask(module)
+
     def apply_mask(self, module: nn.Module) -> Tensor:
         name = self._tensor_name
         orig = getattr(module, name + "_orig")
         self._keep_fields_float32(module)
-        mask = self.hard_mask(module)  # once per forward: for the buffer and the weight
+        mask = self.forward_mask(module)  # once per forward: for the buffer and the weight
         buffer = module._buffers.get(name + "_mask")
         if buffer is not None:
             with torch.no_grad():

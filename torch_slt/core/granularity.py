@@ -170,17 +170,24 @@ def keep_top_groups(scores: list[Tensor], layouts: list[GroupLayout], sparsity: 
     """
     flat = torch.cat([s.detach().reshape(-1).double().cpu() for s in scores])
     sizes = torch.cat([torch.full((lay.groups,), lay.group_size, dtype=torch.float64) for lay in layouts])
-    total = float(sizes.sum())
-    order = torch.argsort(flat, descending=True, stable=True)
-    cumulative = torch.cumsum(sizes[order], 0)
-    wanted = (1.0 - sparsity) * total
-    count = int(torch.searchsorted(cumulative, torch.tensor(wanted, dtype=torch.float64) - 1e-9).item()) + 1
-    count = min(count, flat.numel()) if wanted > 0 else 0
-    keep = torch.zeros(flat.numel(), dtype=torch.bool)
-    keep[order[:count]] = True
+    keep = top_groups(flat, sizes, sparsity)
     masks, start = [], 0
     for s, lay in zip(scores, layouts):
         part = keep[start:start + lay.groups].view(lay.gate_shape).to(s.device)
         masks.append(lay.expand(part).clone())
         start += lay.groups
     return masks
+
+
+def top_groups(scores: Tensor, sizes: Tensor, sparsity: float) -> Tensor:
+    """Flags (1-d, on the CPU) of the highest ``scores`` whose ``sizes`` (weights per group) add up to
+    the fewest whole groups that keep ``1 - sparsity`` of all the weights."""
+    flat, sizes = scores.detach().reshape(-1).double().cpu(), sizes.double().cpu()
+    order = torch.argsort(flat, descending=True, stable=True)
+    cumulative = torch.cumsum(sizes[order], 0)
+    wanted = (1.0 - sparsity) * float(sizes.sum())
+    count = int(torch.searchsorted(cumulative, torch.tensor(wanted, dtype=torch.float64) - 1e-9).item()) + 1
+    count = min(count, flat.numel()) if wanted > 0 else 0
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    keep[order[:count]] = True
+    return keep

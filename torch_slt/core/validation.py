@@ -82,6 +82,23 @@ def check_probability(name: str, value: Any, who: str) -> float:
     return float(value)
 
 
+def check_optional_positive_int(name: str, value: Any, who: str) -> int | None:
+    """``None`` or an integer >= 1 (a step count)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{who}: {name}={value!r} must be a positive integer (a number of optimiser steps, "
+                         f"e.g. len(loader) * epochs) or None")
+    return value
+
+
+def check_fraction(name: str, value: Any, who: str) -> float:
+    """A number in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise ValueError(f"{who}: {name}={value!r} must be a fraction in (0, 1]")
+    return float(value)
+
+
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if value not in choices:

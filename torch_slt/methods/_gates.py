@@ -1,53 +1,41 @@
 r"""What the gate methods (``stg``, ``hardconcrete``) share: ``lam``, ``threshold`` and sparsity targets.
 
 A gate method has a penalty: :func:`torch_slt.penalty` returns :math:`\lambda` times the expected
-fraction of gated weights kept, :math:`\lambda \sum_i P(z_i \ne 0) / N`. Either ``lam`` is fixed, or
-``sparsity`` is given and :math:`\lambda` is adapted during training so that the **hard** mask ends at
-that sparsity.
+fraction of gated weights kept, :math:`\lambda \sum_i P(z_i \ne 0) / N`. With ``lam`` alone (the
+paper's formulation) the hard mask is the threshold rule :math:`P(z \ne 0) > 0.5` (``mu > 0`` for stg)
+and the sparsity is whatever that penalty weight gives.
 
-How the target works
---------------------
-Reaching a sparsity :math:`s` is the constrained problem "minimise the task loss subject to
-kept fraction :math:`= 1 - s`", and :math:`\lambda` is its multiplier. Each call of
-:func:`torch_slt.penalty` in training mode (gated modules in ``train()``, autograd enabled) first takes
-one step on :math:`\lambda`, then returns :math:`\lambda\,E[\text{kept}]` with the new value:
+How a sparsity target works
+---------------------------
+``apply(model, "stg", sparsity=s, total_steps=T)`` makes the sparsity a hard constraint on the
+*ranking* of the gates instead of a number that a penalty weight has to hit:
 
-.. math::
+* **Exact selection.** The mask keeps the top :math:`k_t = (1 - s_t) N` gates of the whole ``apply``
+  call by their score (``mu`` for stg, ``log_alpha`` for hardconcrete), so every layer finds its own
+  density, as with a fixed ``lam``. Eval mode, :func:`torch_slt.report` and :func:`torch_slt.finalize`
+  use :math:`s_t = s`: the ticket has exactly :math:`s` of its weights removed (``round(s N)``, as
+  ``torch.nn.utils.prune``), whatever the learning rate.
+* **Gradual schedule.** In training the forward keeps the selected gates only (the others are off),
+  with the sparsity :math:`s_t = s\,(1 - (1 - t / (rT))^3)` for :math:`t < rT` and :math:`s` after it:
+  the cubic schedule of gradual pruning (Zhu & Gupta 2017, https://arxiv.org/abs/1710.01878), with
+  ``ramp`` :math:`r` = 0.5 by default. :math:`t` counts the :func:`torch_slt.penalty` calls made in
+  training mode (one per optimiser step); without ``total_steps`` the ramp lasts
+  :data:`DEFAULT_RAMP_STEPS` calls, and ``report``/``finalize`` warn if training stopped before it ended.
+* **Straight-through gradient.** The gates that the selection turns off still receive the gradient
+  they would get if they were on (as edge-popup's scores do), so a gate can re-enter the selection.
+* ``lam`` keeps its meaning: the penalty still pushes the scores of the gates the task does not need
+  down, which sharpens the ranking (default 0.1, as without a target).
 
-    g_t = \text{hard kept}_t - (1 - s),\qquad e_t = E[\text{kept}]_t - (1 - s),
+Why not adapt :math:`\lambda` to reach the target (the 0.1 design, and constrained-L0 dual ascent)?
+The gates answer a change of :math:`\lambda` only as fast as the optimiser moves them, about ``lr``
+per Adam step, so any controller of :math:`\lambda` has to know the learning rate: measured on
+Fashion-MNIST, a controller tuned for Adam 5e-2 wound :math:`\lambda` up to thousands at 1e-2, closed
+half the gates at once and ruined the ticket. The selection reaches its sparsity at every step by
+construction, and the learning rate only decides how well the gates are ranked (numbers in
+``docs/methods/stg.md`` and ``bench/results/targets.md``).
 
-    d_t = \mathrm{clip}\Bigl(\frac{g_t + \kappa\,(e_t - e_{t-1})}{\delta},\ -1,\ 1\Bigr),\qquad
-    \lambda_{t+1} = \lambda_t + \eta\,(|\lambda_t| + \lambda_0)\,d_t
-
-with :math:`\eta` = ``lam_lr`` (0.3), :math:`\kappa = 50` steps, :math:`\delta = 0.02` and
-:math:`\lambda_0 = 0.1`. Why each part:
-
-* the gap :math:`g` is measured on the **hard** mask (the one ``finalize`` keeps), so the ticket lands
-  on the target even when gates end between 0 and 1;
-* the step is relative to :math:`|\lambda|`: the useful :math:`\lambda` spans orders of magnitude
-  (the penalty is a mean over all gates, so the :math:`\lambda` that balances the task loss grows
-  with the number of gates), and a relative step reaches any scale in a few dozen steps;
-  :math:`\lambda_0` lets it start from 0 and change sign;
-* :math:`\lambda` may become negative, which pushes gates back open: needed when the target keeps
-  more weights than the task loss alone would (with Adam, half the gates of a random network
-  close without any penalty) and to recover from an overshoot;
-* the derivative term uses the expected kept fraction, which moves smoothly from the first step
-  (the hard mask only moves once gates cross the threshold): :math:`\lambda` stops growing while
-  the gates already approach the target with a time constant of about :math:`\kappa` steps, which
-  prevents the wind-up that the gates' lag would otherwise cause;
-* the step is full size (:math:`\pm\eta`, relative) once the hard mask is more than :math:`\delta`
-  (2 points) off and the gates are not closing the gap fast enough, and proportional inside that
-  band, so :math:`\lambda` settles instead of chattering.
-
-One :math:`\lambda` is shared by every tensor gated by the same ``apply`` call: layers find their own
-densities (as with a fixed ``lam``) and only the overall kept fraction is controlled. The state
-(:math:`\lambda`, :math:`e_{t-1}`, a started flag) lives in the buffer ``<tensor>_lam`` of each gated
-module, so ``state_dict`` save/load resumes exactly, and disappears at :func:`torch_slt.finalize`.
-Call :func:`torch_slt.penalty` once per optimisation step (with gradient accumulation, each call
-is a step of :math:`\lambda`).
-
-Measured convergence (digits, frozen random 64-300-100-10 MLP, Adam lr 0.05 on the gates, batch
-256): see ``docs/methods/stg.md``.
+The step count lives in the buffer ``<tensor>_step`` of each gated module, so a ``state_dict`` saved
+mid-schedule resumes exactly; it disappears at :func:`torch_slt.finalize`.
 """
 
 from __future__ import annotations
@@ -57,104 +45,199 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torch_slt.core.validation import (check_nonnegative, check_positive, check_probability, check_sparsity,
-                                       sparsity_or_amount)
+from torch_slt.core.validation import (check_fraction, check_nonnegative, check_optional_positive_int,
+                                       check_probability, check_sparsity, sparsity_or_amount)
 from torch_slt.core.base import LearnedMaskMethod
+from torch_slt.core.granularity import top_groups
+from torch_slt.core.selection import keep_count, top_k_mask
 
-#: Default initial multiplier when ``sparsity`` is given without ``lam``.
-DEFAULT_TARGET_LAM = 0.0
-#: Derivative gain of the controller, in steps (kappa in the module docstring).
-DAMPING_STEPS = 50.0
-#: Scale below which lambda steps are absolute rather than relative (lambda_0 in the docstring).
-LAM_FLOOR = 0.1
-#: Gap (kept fraction) at which the step reaches its full size (delta in the docstring).
-BAND = 0.02
-#: Default step size of the controller (eta in the docstring).
-DEFAULT_LAM_LR = 0.3
+#: Length of the sparsity schedule when ``total_steps`` is not given, in ``penalty()`` calls.
+DEFAULT_RAMP_STEPS = 1000
+#: Fraction of ``total_steps`` over which the training sparsity ramps from 0 to the target.
+DEFAULT_RAMP = 0.5
+#: A training forward's selection is refreshed every this many steps (see :meth:`SparsityTarget.mask`).
+REFRESH_STEPS = 8
 
 
 class SparsityTarget:
-    r"""Adapts :math:`\lambda` for every tensor gated by one ``apply`` call (see the module docstring).
+    """The sparsity target shared by every tensor gated by one ``apply`` call (module docstring).
 
-    It holds only configuration; the state lives in the ``<tensor>_lam`` buffers of the gated modules.
+    It holds the configuration, its members and a cache of the current selection; the step count
+    lives in the ``<tensor>_step`` buffers of the gated modules, so ``state_dict`` resumes exactly.
     """
 
-    def __init__(self, sparsity: float, lr: float) -> None:
+    def __init__(self, sparsity: float, total_steps: int | None = None, ramp: float = DEFAULT_RAMP) -> None:
         self.sparsity = sparsity
-        self.lr = lr
+        self.total_steps = total_steps
+        self.ramp = ramp
+        self.members: list[tuple[nn.Module, GateMethod]] = []
+        self._selection: tuple[dict[int, tuple], dict[int, Tensor]] | None = None
 
     def __repr__(self) -> str:
-        return f"SparsityTarget(sparsity={self.sparsity}, lr={self.lr})"
+        return f"SparsityTarget(sparsity={self.sparsity}, total_steps={self.total_steps}, ramp={self.ramp})"
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_selection"] = None  # a cache
+        return state
+
+    @property
+    def ramp_steps(self) -> int:
+        """Steps over which the training sparsity ramps up to the target."""
+        if self.total_steps is None:
+            return DEFAULT_RAMP_STEPS
+        return max(1, round(self.ramp * self.total_steps))
+
+    def sparsity_at(self, step: int) -> float:
+        """The training sparsity after ``step`` steps: cubic from 0 to :attr:`sparsity`."""
+        progress = min(max(step / self.ramp_steps, 0.0), 1.0)
+        return self.sparsity * (1.0 - (1.0 - progress) ** 3)
 
     def step(self, members: list[tuple[nn.Module, GateMethod]]) -> None:
-        """One step of lambda from the current gates of ``members`` (called by ``penalty``)."""
+        """Advance the schedule by one step (called by ``penalty`` in training mode)."""
         if not members or not torch.is_grad_enabled() or not any(m.training for m, _ in members):
             return
-        with torch.no_grad():
-            states = [h._lam_state(m) for m, h in members]
-            state = states[0]
-            # The mask buffers were refreshed by this step's forward; count_nonzero avoids the int64
-            # copy that bool.sum() makes.
-            masks = [m._buffers.get(f"{h._tensor_name}_mask") for m, h in members]
-            masks = [mask if mask is not None else h.hard_mask(m) for mask, (m, h) in zip(masks, members)]
-            total = sum(mask.numel() for mask in masks)
-            hard = torch.stack([torch.count_nonzero(mask).to(state.device) for mask in masks]).sum()
-            hard = hard.to(state.dtype) / total
-            probs = [h.prob_nonzero(m).detach().sum().to(state.device) for m, h in members]
-            expected = torch.stack(probs).sum().to(state.dtype) / total
-            gap = hard - (1.0 - self.sparsity)
-            egap = expected - (1.0 - self.sparsity)
-            first = state[2] == 0  # no previous gap yet: no derivative term
-            previous = torch.where(first, egap, state[1])
-            drive = ((gap + DAMPING_STEPS * (egap - previous)) / BAND).clamp_(-1, 1)
-            lam = state[0] + self.lr * (state[0].abs() + LAM_FLOOR) * drive
-            new = torch.stack([lam, egap, torch.ones_like(lam)])
-            for s in states:
-                s.copy_(new.to(s.device))
+        for module, hook in members:
+            hook._step_state(module)[0] += 1
+
+    def mask(self, module: nn.Module, hook: GateMethod, sparsity: float, *, window: int | None = None) -> Tensor:
+        """``module``'s part of the exact top-(1 - sparsity) selection over all members' gate scores.
+
+        The ticket's selection is recomputed whenever a member's gates changed (keyed on the score
+        tensors' versions); members removed since (``finalize`` removes the gates one by one) keep
+        their share of it. A training selection (``window``: the first step of its window) is made
+        once per window of :data:`REFRESH_STEPS` steps for all members: the gates move little in
+        between, and a selection costs about a third of a lenet300 training step on a CPU.
+        """
+        members = [(m, h) for m, h in self.members if h.is_gated(m)]
+        if not any(m is module for m, _ in members):
+            members.append((module, hook))
+        scores = [h.gate_score(m) for m, h in members]
+        if window is not None:
+            key = {id(m): ("train", window, sparsity) for m, _ in members}
+        else:
+            # (the Parameter's identity: gate_score hands out a fresh detached view at every call)
+            key = {id(m): (id(p), p._version, sparsity) for m, h in members for p in [h.field(m, h.fields[0])]}
+        cached = self._selection
+        if cached is None or any(cached[0].get(k) != v for k, v in key.items()):
+            cached = self._selection = (key, _select(members, scores, sparsity))
+        return cached[1][id(module)]
+
+
+def _select(members: list[tuple[nn.Module, Any]], scores: list[Tensor], sparsity: float) -> dict[int, Tensor]:
+    """``{id(module): mask at the gate shape}`` keeping the top ``1 - sparsity`` of all ``scores``
+    together: exactly, one gate per weight; counted in weights with one gate per group of weights
+    (``granularity=``), where it keeps the fewest whole groups that reach ``1 - sparsity``."""
+    flat = torch.cat([s.reshape(-1).to(scores[0].device) for s in scores])
+    sizes = [h.weights_per_gate() for _, h in members]
+    if all(size == 1 for size in sizes):
+        keep = top_k_mask(flat, keep_count(flat.numel(), sparsity))
+    else:
+        per_gate = torch.cat([torch.full((s.numel(),), size, dtype=torch.float64) for s, size in zip(scores, sizes)])
+        keep = top_groups(flat, per_gate, sparsity).to(flat.device)
+    start, masks = 0, {}
+    for (m, _), s in zip(members, scores):
+        masks[id(m)] = keep[start:start + s.numel()].view(s.shape).to(s.device)
+        start += s.numel()
+    return masks
 
 
 class GateMethod(LearnedMaskMethod):
-    """Base of the gate methods: a penalty weight ``lam`` (fixed or adapted to ``sparsity``) and a
-    ``threshold`` on :math:`P(z \\ne 0)` for the hard mask. Subclasses provide the gates."""
+    """Base of the gate methods: a penalty weight ``lam``, a ``threshold`` on :math:`P(z \\ne 0)` for
+    the hard mask, and an optional sparsity target (module docstring). Subclasses provide the gates:
+    :meth:`init_state`, :meth:`gated_weight`, :meth:`threshold_mask` and :meth:`prob_nonzero`."""
 
-    def __init__(self, lam: float | None = None, threshold: float = 0.5, sparsity: float | None = None,
-                 lam_lr: float = DEFAULT_LAM_LR, *, amount: float | None = None,
+    def __init__(self, lam: float = 0.1, threshold: float = 0.5, sparsity: float | None = None, *,
+                 amount: float | None = None, total_steps: int | None = None, ramp: float = DEFAULT_RAMP,
                  _target: SparsityTarget | None = None) -> None:
         who = type(self).name or type(self).__name__
         value, given = sparsity_or_amount(sparsity, amount, who)
         self.sparsity = check_sparsity(value, who, required=False, name=given)
-        self.lam_lr = check_positive("lam_lr", lam_lr, who)
-        if lam is None:
-            lam = 0.1 if self.sparsity is None else DEFAULT_TARGET_LAM
         self.lam = check_nonnegative("lam", lam, who)
         self.threshold = check_probability("threshold", threshold, who)
+        self.total_steps = check_optional_positive_int("total_steps", total_steps, who)
+        self.ramp = check_fraction("ramp", ramp, who)
         if _target is None and self.sparsity is not None:
-            _target = SparsityTarget(self.sparsity, self.lam_lr)
+            _target = SparsityTarget(self.sparsity, self.total_steps, self.ramp)
         self.sparsity_target = _target
 
     def plan(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]:
-        # One target object for the whole apply() call: one lambda for all the tensors it gates.
+        # One target object for the whole apply() call: one selection over all the tensors it gates.
         if self.sparsity_target is None:
             return [{} for _ in targets]
         return [{"_target": self.sparsity_target} for _ in targets]
 
-    # ------------------------------------------------------------------ lambda state
+    # ------------------------------------------------------------------ target state
     def init_target_state(self, module: nn.Module, orig: Tensor) -> None:
-        """Register ``<tensor>_lam`` = [lambda, last gap, steps taken > 0] when a target is set."""
+        """Register the ``<tensor>_step`` counter and join the target's members, when a target is set."""
         if self.sparsity_target is not None:
-            state = torch.tensor([self.lam, 0.0, 0.0], dtype=torch.float32, device=orig.device)
-            module.register_buffer(f"{self._tensor_name}_lam", state)
+            # [steps taken, first step of the training selection held in the mask buffer (-1: none)]
+            state = torch.tensor([0, -1], dtype=torch.int64, device=orig.device)
+            module.register_buffer(f"{self._tensor_name}_step", state)
+            self.sparsity_target.members.append((module, self))
 
-    def _lam_state(self, module: nn.Module) -> Tensor:
-        return module._buffers[f"{self._tensor_name}_lam"]
+    def _step_state(self, module: nn.Module) -> Tensor:
+        return module._buffers[f"{self._tensor_name}_step"]
 
-    def penalty_lam(self, module: nn.Module) -> float | Tensor:
-        """The multiplier of this tensor's term in :func:`torch_slt.penalty` (a copy, safe to keep)."""
+    def steps_taken(self, module: nn.Module) -> int:
+        """Training steps counted by the sparsity target so far (0 without a target)."""
         if self.sparsity_target is None:
-            return self.lam
-        return self._lam_state(module)[0].clone()
+            return 0
+        return int(self._step_state(module)[0])
+
+    def is_gated(self, module: nn.Module) -> bool:
+        return f"{self._tensor_name}_{self.fields[0]}" in module._parameters
+
+    # ------------------------------------------------------------------ masks
+    def gate_score(self, module: nn.Module) -> Tensor:
+        """The detached tensor whose order decides which gates a sparsity target keeps."""
+        return self.field(module, self.fields[0]).detach()
+
+    def threshold_mask(self, module: nn.Module) -> Tensor:
+        """``P(z != 0) > threshold``: the paper's hard mask (``mu > 0`` for stg)."""
+        raise NotImplementedError
+
+    def hard_mask(self, module: nn.Module) -> Tensor:
+        """The ticket's mask: the threshold rule, or with a sparsity target the exact top 1 - s gates of
+        the whole ``apply`` call by :meth:`gate_score` (at the weight's shape)."""
+        if self.sparsity_target is None:
+            return self.per_weight(self.threshold_mask(module))
+        return self.per_weight(self.sparsity_target.mask(module, self, self.sparsity_target.sparsity))
+
+    def per_weight(self, per_gate: Tensor) -> Tensor:
+        """A per-gate tensor at the weight's shape (the identity: one gate per weight; see ``Grouped``)."""
+        return per_gate
+
+    def weights_per_gate(self) -> int:
+        return 1
+
+    def forward_mask(self, module: nn.Module) -> Tensor:
+        target = self.sparsity_target
+        if target is None:
+            return self.hard_mask(module)
+        state = self._step_state(module)
+        if not module.training:
+            state[1] = -1  # the buffer now holds the ticket's selection, not a training one
+            return self.hard_mask(module)
+        # A training selection is made at the first step of each window of REFRESH_STEPS steps (at
+        # the schedule's sparsity of that step) and kept in the mask buffer for the window, so a run
+        # resumed from a state_dict mid-window uses the very same selection.
+        window = int(state[0]) // REFRESH_STEPS * REFRESH_STEPS
+        buffer = module._buffers.get(f"{self._tensor_name}_mask")
+        if int(state[1]) == window and buffer is not None:
+            return buffer
+        state[1] = window
+        return self.per_weight(target.mask(module, self, target.sparsity_at(window), window=window))
+
+    def relaxed_weight(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
+        # With a target the forward keeps the selected gates only (``mask``); every gate still gets its
+        # gradient (straight-through), so gates can swap in and out of the selection.
+        return self.gated_weight(module, orig, mask if self.sparsity_target is not None else None)
+
+    def gated_weight(self, module: nn.Module, orig: Tensor, keep: Tensor | None) -> Tensor:
+        """The train-mode weight ``orig * z`` (times ``keep`` in the forward only, when given)."""
+        raise NotImplementedError
 
     def _undo(self, module: nn.Module, orig: nn.Parameter, drop_pre_hook: bool = True) -> None:
         super()._undo(module, orig, drop_pre_hook)
-        module._buffers.pop(f"{self._tensor_name}_lam", None)
-
+        module._buffers.pop(f"{self._tensor_name}_step", None)

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from torch_slt.core.validation import check_probability
 from torch_slt.core.granularity import GroupLayout
-from torch_slt.methods._gates import DEFAULT_LAM_LR, GateMethod, SparsityTarget
+from torch_slt.methods._gates import DEFAULT_RAMP, GateMethod, SparsityTarget
 from torch_slt.methods._groups import Grouped
 from torch_slt.core.registry import register_method
 
@@ -71,27 +71,32 @@ class _HardConcreteGate(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight: Tensor, log_alpha: Tensor) -> Tensor:
+    def forward(ctx, weight: Tensor, log_alpha: Tensor, keep: Tensor | None) -> Tensor:
         z = torch.rand_like(log_alpha).mul_(1 - 2 * EPS).add_(EPS)     # u ~ U(eps, 1 - eps)
         z.logit_().add_(log_alpha).div_(BETA).sigmoid_()              # s
         z.mul_(ZETA - GAMMA).add_(GAMMA).clamp_(0, 1)                 # stretch, then clamp
-        ctx.save_for_backward(weight, z)
+        ctx.save_for_backward(weight, z, keep)
         ctx.gate_shape = log_alpha.shape
-        return weight * z.to(weight.dtype)
+        out = weight * z.to(weight.dtype)
+        if keep is not None:  # a sparsity target's selection: forward only (straight-through to log alpha)
+            out.mul_(keep)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        weight, z = ctx.saved_tensors
+        weight, z, keep = ctx.saved_tensors
         grad_weight = grad_log_alpha = None
         if ctx.needs_input_grad[0]:
             grad_weight = grad_out * z.to(grad_out.dtype)
+            if keep is not None:
+                grad_weight.mul_(keep)
         if ctx.needs_input_grad[1]:
             # (zeta - gamma) s (1 - s) / beta with s = (z - gamma) / (zeta - gamma), zero where clamped.
             slope = (z - GAMMA).mul_(ZETA - z).div_((ZETA - GAMMA) * BETA).mul_((z > 0) & (z < 1))
             grad_log_alpha = (grad_out * weight).to(z.dtype).mul_(slope)
             if grad_log_alpha.shape != ctx.gate_shape:   # one gate per group: sum over it
                 grad_log_alpha = grad_log_alpha.sum_to_size(ctx.gate_shape)
-        return grad_weight, grad_log_alpha
+        return grad_weight, grad_log_alpha, None
 
 
 @register_method("hardconcrete")
@@ -100,29 +105,29 @@ class HardConcrete(Grouped, GateMethod):
 
     Args:
         lam: penalty weight; :func:`torch_slt.penalty` returns ``lam`` times the expected fraction of
-            gated weights kept. Default 0.1, as ``stg``. With ``sparsity`` it is the initial
-            multiplier (default 0).
+            gated weights kept. Default 0.1, as ``stg`` (also with ``sparsity``).
         droprate_init: initial drop rate ``p``; log alpha starts at ``log(1 - p) - log(p)`` plus
             N(0, 0.01^2) noise, as in the reference (0.5).
         threshold: keep a weight when ``P(z != 0)`` exceeds this (0.5).
-        sparsity: target fraction of weights removed, in [0, 1). When given, ``lam`` is adapted at
-            every :func:`torch_slt.penalty` call in training mode so that the hard mask reaches it
-            (see :mod:`torch_slt.methods._gates`). Default None: ``lam`` stays fixed.
-        lam_lr: relative step size of that adaptation (0.3).
+        sparsity: target fraction of weights removed, in [0, 1): the hard mask keeps exactly the top
+            ``1 - sparsity`` gates by ``log_alpha`` over the whole ``apply`` call, reached along a
+            cubic schedule in training (see :mod:`torch_slt.methods._gates`). Default None.
         amount: torch's name for ``sparsity`` (give one of the two).
         granularity: ``"weight"`` (default), ``"neuron"``/``"channel"`` or ``"head"``; see
             :mod:`torch_slt.core.granularity`.
+        total_steps: optimiser steps of the training run, for the schedule (default: a 1000-step ramp).
+        ramp: fraction of ``total_steps`` over which the training sparsity ramps up (0.5).
     """
 
     description = "hard-concrete L0 gates (Louizos et al. 2018): stretched, clamped concrete samples"
     fields = ("log_alpha",)
 
-    def __init__(self, lam: float | None = None, droprate_init: float = 0.5, threshold: float = 0.5,
-                 sparsity: float | None = None, lam_lr: float = DEFAULT_LAM_LR,
-                 granularity: str = "weight", *, amount: float | None = None,
+    def __init__(self, lam: float = 0.1, droprate_init: float = 0.5, threshold: float = 0.5,
+                 sparsity: float | None = None, granularity: str = "weight", *, amount: float | None = None,
+                 total_steps: int | None = None, ramp: float = DEFAULT_RAMP,
                  _target: SparsityTarget | None = None, _layout: GroupLayout | None = None) -> None:
-        super().__init__(lam=lam, threshold=threshold, sparsity=sparsity, lam_lr=lam_lr, amount=amount,
-                         _target=_target)
+        super().__init__(lam=lam, threshold=threshold, sparsity=sparsity, amount=amount,
+                         total_steps=total_steps, ramp=ramp, _target=_target)
         self._init_granularity(granularity, _layout)
         self.droprate_init = check_probability("droprate_init", droprate_init, "hardconcrete")
         # P(z != 0) > threshold  <=>  log alpha > logit(threshold) + beta * log(-gamma / zeta).
@@ -138,12 +143,14 @@ class HardConcrete(Grouped, GateMethod):
         module.register_parameter(f"{self._tensor_name}_log_alpha", nn.Parameter(log_alpha))
         self.init_target_state(module, orig)
 
-    def relaxed_weight(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
-        weight = _HardConcreteGate.apply(self.layout(orig).view(orig), self.field(module, "log_alpha"))
+    def gated_weight(self, module: nn.Module, orig: Tensor, keep: Tensor | None) -> Tensor:
+        layout = self.layout(orig)
+        keep = None if keep is None else layout.view(keep)
+        weight = _HardConcreteGate.apply(layout.view(orig), self.field(module, "log_alpha"), keep)
         return weight.reshape(orig.shape)
 
-    def hard_mask(self, module: nn.Module) -> Tensor:
-        return self.per_weight(self.field(module, "log_alpha").detach() > self._log_alpha_cut)
+    def threshold_mask(self, module: nn.Module) -> Tensor:
+        return self.field(module, "log_alpha").detach() > self._log_alpha_cut
 
     def prob_nonzero(self, module: nn.Module) -> Tensor:
         log_alpha = self.field(module, "log_alpha")

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from torch_slt.core.validation import check_positive
 from torch_slt.core.granularity import GroupLayout
-from torch_slt.methods._gates import DEFAULT_LAM_LR, GateMethod, SparsityTarget
+from torch_slt.methods._gates import DEFAULT_RAMP, GateMethod, SparsityTarget
 from torch_slt.methods._groups import Grouped
 from torch_slt.core.registry import register_method
 
@@ -54,7 +54,7 @@ class _GaussianGate(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight: Tensor, mu: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+    def forward(ctx, weight: Tensor, mu: Tensor, sigma: float, keep: Tensor | None) -> tuple[Tensor, Tensor]:
         ctx.set_materialize_grads(False)
         gate = torch.randn_like(mu)
         torch.add(mu, gate, alpha=sigma, out=gate)   # mu + sigma * noise in one pass, in place
@@ -67,6 +67,10 @@ class _GaussianGate(torch.autograd.Function):
             kept = torch.zeros((), dtype=torch.promote_types(mu.dtype, torch.float32), device=mu.device)
         ctx.save_for_backward(weight, mu, inside, gate if ctx.needs_input_grad[0] else None)
         ctx.sigma = sigma
+        if keep is not None:
+            # A sparsity target's selection: the forward (and the weight's gradient) keep the selected
+            # gates only; the gradient to mu ignores it (``inside``: straight-through).
+            gate.mul_(keep)
         return weight * gate.to(weight.dtype), kept
 
     @staticmethod
@@ -84,7 +88,7 @@ class _GaussianGate(torch.autograd.Function):
             if grad_kept is not None:
                 density = _density(mu, ctx.sigma)
                 grad_mu = density.mul_(grad_kept) if grad_mu is None else grad_mu.addcmul_(density, grad_kept)
-        return grad_weight, grad_mu, None
+        return grad_weight, grad_mu, None, None
 
 
 def _graph_alive(t: Tensor) -> bool:
@@ -138,29 +142,31 @@ class StochasticGates(Grouped, GateMethod):
 
     Args:
         lam: penalty weight; :func:`torch_slt.penalty` returns ``lam`` times the expected fraction of
-            gated weights kept. Default 0.1, the reference default. With ``sparsity`` it is the
-            initial multiplier (default 0).
+            gated weights kept. Default 0.1, the reference default (also with ``sparsity``).
         sigma: standard deviation of the gate noise (0.5).
         mu_init: initial value of every ``mu`` (0.5).
         threshold: keep a weight when ``P(z != 0) = Phi(mu / sigma)`` exceeds this (0.5, i.e. mu > 0).
-        sparsity: target fraction of weights removed, in [0, 1). When given, ``lam`` is adapted at
-            every :func:`torch_slt.penalty` call in training mode so that the hard mask reaches it
-            (see :mod:`torch_slt.methods._gates`). Default None: ``lam`` stays fixed.
-        lam_lr: relative step size of that adaptation (0.3).
+        sparsity: target fraction of weights removed, in [0, 1). When given, the hard mask keeps
+            exactly the top ``1 - sparsity`` gates by ``mu`` over the whole ``apply`` call, reached
+            along a cubic schedule in training (see :mod:`torch_slt.methods._gates`). Default None:
+            the mask is ``mu > 0`` and the sparsity is what ``lam`` gives.
         amount: torch's name for ``sparsity`` (give one of the two).
         granularity: ``"weight"`` (default), ``"neuron"``/``"channel"`` (one gate per output unit) or
             ``"head"`` (per attention head); see :mod:`torch_slt.core.granularity`.
+        total_steps: optimiser steps of the training run (e.g. ``len(loader) * epochs``), for the
+            schedule of ``sparsity``; default: a ramp of 1000 steps.
+        ramp: fraction of ``total_steps`` over which the training sparsity ramps up (0.5).
     """
 
     description = "Gaussian stochastic gates (Yamada et al. 2020): z = clamp(mu + N(0, sigma^2), 0, 1)"
     fields = ("mu",)
 
-    def __init__(self, lam: float | None = None, sigma: float = 0.5, mu_init: float = 0.5,
-                 threshold: float = 0.5, sparsity: float | None = None, lam_lr: float = DEFAULT_LAM_LR,
-                 granularity: str = "weight", *, amount: float | None = None,
+    def __init__(self, lam: float = 0.1, sigma: float = 0.5, mu_init: float = 0.5,
+                 threshold: float = 0.5, sparsity: float | None = None, granularity: str = "weight", *,
+                 amount: float | None = None, total_steps: int | None = None, ramp: float = DEFAULT_RAMP,
                  _target: SparsityTarget | None = None, _layout: GroupLayout | None = None) -> None:
-        super().__init__(lam=lam, threshold=threshold, sparsity=sparsity, lam_lr=lam_lr, amount=amount,
-                         _target=_target)
+        super().__init__(lam=lam, threshold=threshold, sparsity=sparsity, amount=amount,
+                         total_steps=total_steps, ramp=ramp, _target=_target)
         self._init_granularity(granularity, _layout)
         self.sigma = check_positive("sigma", sigma, "stg")
         self.mu_init = float(mu_init)
@@ -176,9 +182,11 @@ class StochasticGates(Grouped, GateMethod):
         module.register_parameter(f"{self._tensor_name}_mu", nn.Parameter(mu))
         self.init_target_state(module, orig)
 
-    def relaxed_weight(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
+    def gated_weight(self, module: nn.Module, orig: Tensor, keep: Tensor | None) -> Tensor:
         mu = self.field(module, "mu")
-        weight, kept = _GaussianGate.apply(self.layout(orig).view(orig), mu, self.sigma)
+        layout = self.layout(orig)
+        keep = None if keep is None else layout.view(keep)
+        weight, kept = _GaussianGate.apply(layout.view(orig), mu, self.sigma, keep)
         weight = weight.reshape(orig.shape)
         if kept.requires_grad:
             # This forward's penalty term, for expected_kept (see _GaussianGate).
@@ -206,8 +214,8 @@ class StochasticGates(Grouped, GateMethod):
         state.pop("_pending_kept", None)
         return state
 
-    def hard_mask(self, module: nn.Module) -> Tensor:
-        return self.per_weight(self.field(module, "mu").detach() > self._mu_cut)
+    def threshold_mask(self, module: nn.Module) -> Tensor:
+        return self.field(module, "mu").detach() > self._mu_cut
 
     def prob_nonzero(self, module: nn.Module) -> Tensor:
         mu = self.field(module, "mu")
