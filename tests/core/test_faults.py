@@ -83,11 +83,12 @@ def test_finite_gates_report_without_warning_and_an_inf_gate_is_caught():
     assert err.value.names == ["2.weight_mu"]
 
 
-def test_a_nan_adaptive_lam_state_is_caught():
+def test_a_nan_gate_under_a_sparsity_target_is_caught():
     model = torch_slt.apply(mlp(), "stg", sparsity=0.5)
-    model[0].weight_lam[0] = float("nan")
-    with pytest.raises(torch_slt.NonFiniteGateError, match="0.weight_lam"):
+    model[0].weight_mu.data[0, 0] = float("nan")
+    with pytest.raises(torch_slt.NonFiniteGateError, match="0.weight_mu"):
         torch_slt.finalize(model)
+    assert torch_slt.is_gated(model)
 
 
 def test_fit_stops_at_the_end_of_the_epoch_that_made_gates_nan(tmp_path):

@@ -1,4 +1,4 @@
-"""Detection of non-finite gate tensors (NaN or infinity in ``weight_mu``, scores, lam states).
+"""Detection of non-finite gate tensors (NaN or infinity in ``weight_mu``, ``weight_log_alpha``, scores).
 
 One training step on a batch holding a NaN turns every gate it reaches into NaN. The hard masks then
 look normal (``NaN > 0`` is false, so those weights simply read as pruned), and ``report`` and
@@ -23,10 +23,10 @@ FIX = ("Look for NaN or infinite inputs or losses (e.g. assert torch.isfinite(x)
 
 
 def hook_tensors(module_name: str, module: nn.Module, hook) -> list[tuple[str, Tensor]]:
-    """``(qualified name, tensor)`` for the learned tensors and the adaptive-lam state of one gate."""
+    """``(qualified name, tensor)`` for the learned tensors of one gate."""
     stem = hook._tensor_name
     found = []
-    for key in [f"{stem}_{field}" for field in hook.fields] + [f"{stem}_lam"]:
+    for key in [f"{stem}_{field}" for field in hook.fields]:
         tensor = module._parameters.get(key)
         if tensor is None:
             tensor = module._buffers.get(key)
@@ -42,7 +42,7 @@ def _gate_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
 
 
 def nonfinite_gates(model: nn.Module) -> list[str]:
-    """Qualified names of the gate tensors (and adaptive-lam states) of ``model`` that hold a NaN or an
+    """Qualified names of the gate tensors of ``model`` that hold a NaN or an
     infinity; empty when every one is finite. One device synchronisation when all are finite."""
     return nonfinite(_gate_tensors(model))
 

@@ -65,12 +65,12 @@ class _GaussianGate(torch.autograd.Function):
             kept = _phi(mu, sigma).sum(dtype=torch.promote_types(mu.dtype, torch.float32))
         else:
             kept = torch.zeros((), dtype=torch.promote_types(mu.dtype, torch.float32), device=mu.device)
-        ctx.save_for_backward(weight, mu, inside, gate if ctx.needs_input_grad[0] else None)
-        ctx.sigma = sigma
         if keep is not None:
             # A sparsity target's selection: the forward (and the weight's gradient) keep the selected
             # gates only; the gradient to mu ignores it (``inside``: straight-through).
-            gate.mul_(keep)
+            gate = gate.mul_(keep) if gate.shape == keep.shape else gate * keep
+        ctx.save_for_backward(weight, mu, inside, gate if ctx.needs_input_grad[0] else None)
+        ctx.sigma = sigma
         return weight * gate.to(weight.dtype), kept
 
     @staticmethod
