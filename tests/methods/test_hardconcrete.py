@@ -46,7 +46,7 @@ def test_gradient_matches_the_autograd_composition():
     log_alpha = torch.tensor([-1.0, 0.0, 0.7, 2.0], requires_grad=True)
     weight = torch.tensor([0.5, -1.0, 2.0, 1.5], requires_grad=True)
     torch.manual_seed(3)
-    hc._HardConcreteGate.apply(weight, log_alpha, None).mul(torch.arange(1.0, 5.0)).sum().backward()
+    hc._HardConcreteGate.apply(weight, log_alpha, None, 0.0).mul(torch.arange(1.0, 5.0)).sum().backward()
     fused = log_alpha.grad.clone(), weight.grad.clone()
     log_alpha.grad = weight.grad = None
     torch.manual_seed(3)

@@ -7,6 +7,7 @@ Everything is validated here, before a command writes or trains anything; bad in
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -69,6 +70,9 @@ def method_kwargs(method: str, s: RunSettings, sparsity: float | None, splits: A
             raise CLIError(f"{flag} does not apply to method {method!r}; it takes: {', '.join(accepted)}.")
     if "seed" in params and "seed" not in kwargs:
         kwargs["seed"] = s.seed
+    if "total_steps" in params and "total_steps" not in kwargs and kwargs.get("sparsity") is not None:
+        # the sparsity target's schedule spans the run (fit's batches: the last one may be short)
+        kwargs["total_steps"] = s.training.epochs * math.ceil(len(splits.train) / s.training.batch_size)
     if "data" in params:
         kwargs["data"] = [scoring_batch(splits, s.seed, device)]
     return kwargs

@@ -237,6 +237,7 @@ def finalize(model: nn.Module) -> nn.Module:
             is left gated and unchanged, and the message names the tensors and the fix.
     """
     from torch_slt.core.finite import check_finite_gates
+    from torch_slt.core.health import warn_about_ticket
 
     gated = list(gated_tensors(model))
     if not gated:
@@ -244,6 +245,7 @@ def finalize(model: nn.Module) -> nn.Module:
             "finalize(): the model has no torch_slt gates; call torch_slt.apply(model, ...) first"
         )
     check_finite_gates(model, "finalize()")
+    warn_about_ticket(model, "finalize()")
     for _, module, hook in gated:
         prune.remove(module, hook._tensor_name)
     params = dict(model.named_parameters())

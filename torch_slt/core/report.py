@@ -88,6 +88,10 @@ def report(model: nn.Module) -> SparsityReport:
                                       int(mask.sum()), mask.numel(), type(hook).name))
         if rows:
             _warn_if_not_finite(model)
+            if not any(m.training for _, m, _ in gated_tensors(model)):  # not while training runs
+                from torch_slt.core.health import warn_about_ticket
+
+                warn_about_ticket(model, "report()")
             return SparsityReport(rows)
         params = dict(model.named_parameters())
         history = model.__dict__.get(_HISTORY_ATTR) or {

@@ -51,6 +51,22 @@ from torch_slt.core.base import LearnedMaskMethod
 from torch_slt.core.granularity import top_groups
 from torch_slt.core.selection import keep_count, top_k_mask
 
+#: The paper's default penalty weight (without a sparsity target).
+DEFAULT_LAM = 0.1
+
+
+def target_lam(sparsity: float) -> float:
+    """Default ``lam`` with a sparsity target: the odds of removal, ``s / (1 - s)``.
+
+    The selection fixes the sparsity; the penalty shapes which gates win it. A penalty whose own
+    equilibrium is near the target ranks the gates by how much the task needs them, layer against layer,
+    as a fixed-lam run does: on the digits MLP and lenet300/Fashion-MNIST, fixed lam 8-16 lands near
+    90-95% sparsity, and with the selection, lam = s / (1 - s) gained 3 (s = 0.9) to 14 (s = 0.95)
+    points over 0.1 (``docs/methods/stg.md``).
+    """
+    return sparsity / (1.0 - sparsity)
+
+
 #: Length of the sparsity schedule when ``total_steps`` is not given, in ``penalty()`` calls.
 DEFAULT_RAMP_STEPS = 1000
 #: Fraction of ``total_steps`` over which the training sparsity ramps from 0 to the target.
@@ -101,7 +117,13 @@ class SparsityTarget:
             hook._step_state(module)[0] += 1
 
     def mask(self, module: nn.Module, hook: GateMethod, sparsity: float, *, window: int | None = None) -> Tensor:
-        """``module``'s part of the exact top-(1 - sparsity) selection over all members' gate scores.
+        """``module``'s part of the exact top-(1 - sparsity) selection over all members' gate scores."""
+        return self.select(module, hook, sparsity, window=window)[0]
+
+    def select(self, module: nn.Module, hook: GateMethod, sparsity: float, *,
+               window: int | None = None) -> tuple[Tensor, float]:
+        """``module``'s part of the exact top-(1 - sparsity) selection over all members' gate scores,
+        and the lowest score kept (the cut).
 
         The ticket's selection is recomputed whenever a member's gates changed (keyed on the score
         tensors' versions); members removed since (``finalize`` removes the gates one by one) keep
@@ -120,11 +142,12 @@ class SparsityTarget:
             key = {id(m): (id(p), p._version, sparsity) for m, h in members for p in [h.field(m, h.fields[0])]}
         cached = self._selection
         if cached is None or any(cached[0].get(k) != v for k, v in key.items()):
-            cached = self._selection = (key, _select(members, scores, sparsity))
-        return cached[1][id(module)]
+            cached = self._selection = (key, *_select(members, scores, sparsity))
+        return cached[1][id(module)], cached[2]
 
 
-def _select(members: list[tuple[nn.Module, Any]], scores: list[Tensor], sparsity: float) -> dict[int, Tensor]:
+def _select(members: list[tuple[nn.Module, Any]], scores: list[Tensor],
+            sparsity: float) -> tuple[dict[int, Tensor], float]:
     """``{id(module): mask at the gate shape}`` keeping the top ``1 - sparsity`` of all ``scores``
     together: exactly, one gate per weight; counted in weights with one gate per group of weights
     (``granularity=``), where it keeps the fewest whole groups that reach ``1 - sparsity``."""
@@ -133,13 +156,15 @@ def _select(members: list[tuple[nn.Module, Any]], scores: list[Tensor], sparsity
     if all(size == 1 for size in sizes):
         keep = top_k_mask(flat, keep_count(flat.numel(), sparsity))
     else:
-        per_gate = torch.cat([torch.full((s.numel(),), size, dtype=torch.float64) for s, size in zip(scores, sizes)])
+        per_gate = torch.cat([torch.full((s.numel(),), size, dtype=torch.float64)
+                              for s, size in zip(scores, sizes)])
         keep = top_groups(flat, per_gate, sparsity).to(flat.device)
     start, masks = 0, {}
     for (m, _), s in zip(members, scores):
         masks[id(m)] = keep[start:start + s.numel()].view(s.shape).to(s.device)
         start += s.numel()
-    return masks
+    cut = float(flat[keep].min()) if bool(keep.any()) else float(flat.max())
+    return masks, cut
 
 
 class GateMethod(LearnedMaskMethod):
@@ -147,12 +172,14 @@ class GateMethod(LearnedMaskMethod):
     the hard mask, and an optional sparsity target (module docstring). Subclasses provide the gates:
     :meth:`init_state`, :meth:`gated_weight`, :meth:`threshold_mask` and :meth:`prob_nonzero`."""
 
-    def __init__(self, lam: float = 0.1, threshold: float = 0.5, sparsity: float | None = None, *,
+    def __init__(self, lam: float | None = None, threshold: float = 0.5, sparsity: float | None = None, *,
                  amount: float | None = None, total_steps: int | None = None, ramp: float = DEFAULT_RAMP,
                  _target: SparsityTarget | None = None) -> None:
         who = type(self).name or type(self).__name__
         value, given = sparsity_or_amount(sparsity, amount, who)
         self.sparsity = check_sparsity(value, who, required=False, name=given)
+        if lam is None:
+            lam = DEFAULT_LAM if self.sparsity is None else target_lam(self.sparsity)
         self.lam = check_nonnegative("lam", lam, who)
         self.threshold = check_probability("threshold", threshold, who)
         self.total_steps = check_optional_positive_int("total_steps", total_steps, who)
@@ -171,8 +198,9 @@ class GateMethod(LearnedMaskMethod):
     def init_target_state(self, module: nn.Module, orig: Tensor) -> None:
         """Register the ``<tensor>_step`` counter and join the target's members, when a target is set."""
         if self.sparsity_target is not None:
-            # [steps taken, first step of the training selection held in the mask buffer (-1: none)]
-            state = torch.tensor([0, -1], dtype=torch.int64, device=orig.device)
+            # [steps taken, first step of the training selection held in the mask buffer (-1: none),
+            #  that selection's cut]; float64 counts steps exactly up to 2**53
+            state = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64, device=orig.device)
             module.register_buffer(f"{self._tensor_name}_step", state)
             self.sparsity_target.members.append((module, self))
 
@@ -184,6 +212,25 @@ class GateMethod(LearnedMaskMethod):
         if self.sparsity_target is None:
             return 0
         return int(self._step_state(module)[0])
+
+    def target_problem(self, module: nn.Module) -> str | None:
+        """Why this sparsity target's ticket is not what training made, if it is not (for a warning)."""
+        target = self.sparsity_target
+        steps = self.steps_taken(module)
+        if steps == 0:
+            return ("the sparsity target's schedule never advanced: torch_slt.penalty(model) was not called "
+                    "in training mode, so the gates were never trained towards the target; add it to the "
+                    "loss once per optimiser step")
+        if steps < target.ramp_steps:
+            given = "" if target.total_steps is not None else " (the default without total_steps)"
+            return (f"training stopped at step {steps} of the sparsity target's {target.ramp_steps}-step "
+                    f"ramp{given}, so the ticket's sparsity {target.sparsity:g} was never trained; pass "
+                    f"total_steps=<optimiser steps of the run> to apply")
+        score = self.gate_score(module)
+        if score.numel() > 1 and bool((score == score.reshape(-1)[0]).all()):
+            return ("the gates never moved from their initial value, so the selection among them is "
+                    "arbitrary: check that the optimizer holds torch_slt.mask_parameters(model)")
+        return None
 
     def is_gated(self, module: nn.Module) -> bool:
         return f"{self._tensor_name}_{self.fields[0]}" in module._parameters
@@ -226,16 +273,27 @@ class GateMethod(LearnedMaskMethod):
         buffer = module._buffers.get(f"{self._tensor_name}_mask")
         if int(state[1]) == window and buffer is not None:
             return buffer
-        state[1] = window
-        return self.per_weight(target.mask(module, self, target.sparsity_at(window), window=window))
+        mask, cut = target.select(module, self, target.sparsity_at(window), window=window)
+        state[1], state[2] = window, cut
+        return self.per_weight(mask)
 
     def relaxed_weight(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
+        if self.sparsity_target is None:
+            return self.gated_weight(module, orig, None, 0.0)
         # With a target the forward keeps the selected gates only (``mask``); every gate still gets its
-        # gradient (straight-through), so gates can swap in and out of the selection.
-        return self.gated_weight(module, orig, mask if self.sparsity_target is not None else None)
+        # gradient (straight-through), so gates can swap in and out of the selection. When the penalty
+        # has pushed the selection's cut below the paper's threshold, the gates are sampled from scores
+        # shifted up by the difference, so that a selected gate is on with probability > 0.5 (as
+        # mu > 0 is for the paper's rule): the training forward then matches the ticket.
+        shift = min(0.0, float(self._step_state(module)[2]) - self.score_threshold)
+        return self.gated_weight(module, orig, mask, shift)
 
-    def gated_weight(self, module: nn.Module, orig: Tensor, keep: Tensor | None) -> Tensor:
-        """The train-mode weight ``orig * z`` (times ``keep`` in the forward only, when given)."""
+    #: The score at which ``P(z != 0) = threshold`` (``mu = 0`` for stg); set by the subclass.
+    score_threshold: float = 0.0
+
+    def gated_weight(self, module: nn.Module, orig: Tensor, keep: Tensor | None, shift: float) -> Tensor:
+        """The train-mode weight ``orig * z`` with gates sampled from ``score - shift`` (times ``keep``
+        in the forward only, when given)."""
         raise NotImplementedError
 
     def _undo(self, module: nn.Module, orig: nn.Parameter, drop_pre_hook: bool = True) -> None:

@@ -71,9 +71,12 @@ class _HardConcreteGate(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight: Tensor, log_alpha: Tensor, keep: Tensor | None) -> Tensor:
+    def forward(ctx, weight: Tensor, log_alpha: Tensor, keep: Tensor | None, shift: float) -> Tensor:
         z = torch.rand_like(log_alpha).mul_(1 - 2 * EPS).add_(EPS)     # u ~ U(eps, 1 - eps)
-        z.logit_().add_(log_alpha).div_(BETA).sigmoid_()              # s
+        z.logit_().add_(log_alpha)
+        if shift:  # a sparsity target's shift (see GateMethod.relaxed_weight)
+            z.sub_(shift)
+        z.div_(BETA).sigmoid_()                                       # s
         z.mul_(ZETA - GAMMA).add_(GAMMA).clamp_(0, 1)                 # stretch, then clamp
         ctx.save_for_backward(weight, z, keep)
         ctx.gate_shape = log_alpha.shape
@@ -96,7 +99,7 @@ class _HardConcreteGate(torch.autograd.Function):
             grad_log_alpha = (grad_out * weight).to(z.dtype).mul_(slope)
             if grad_log_alpha.shape != ctx.gate_shape:   # one gate per group: sum over it
                 grad_log_alpha = grad_log_alpha.sum_to_size(ctx.gate_shape)
-        return grad_weight, grad_log_alpha, None
+        return grad_weight, grad_log_alpha, None, None
 
 
 @register_method("hardconcrete")
@@ -105,7 +108,7 @@ class HardConcrete(Grouped, GateMethod):
 
     Args:
         lam: penalty weight; :func:`torch_slt.penalty` returns ``lam`` times the expected fraction of
-            gated weights kept. Default 0.1, as ``stg`` (also with ``sparsity``).
+            gated weights kept. Default 0.1, as ``stg``; with ``sparsity``, ``s / (1 - s)``.
         droprate_init: initial drop rate ``p``; log alpha starts at ``log(1 - p) - log(p)`` plus
             N(0, 0.01^2) noise, as in the reference (0.5).
         threshold: keep a weight when ``P(z != 0)`` exceeds this (0.5).
@@ -122,7 +125,7 @@ class HardConcrete(Grouped, GateMethod):
     description = "hard-concrete L0 gates (Louizos et al. 2018): stretched, clamped concrete samples"
     fields = ("log_alpha",)
 
-    def __init__(self, lam: float = 0.1, droprate_init: float = 0.5, threshold: float = 0.5,
+    def __init__(self, lam: float | None = None, droprate_init: float = 0.5, threshold: float = 0.5,
                  sparsity: float | None = None, granularity: str = "weight", *, amount: float | None = None,
                  total_steps: int | None = None, ramp: float = DEFAULT_RAMP,
                  _target: SparsityTarget | None = None, _layout: GroupLayout | None = None) -> None:
@@ -133,6 +136,7 @@ class HardConcrete(Grouped, GateMethod):
         # P(z != 0) > threshold  <=>  log alpha > logit(threshold) + beta * log(-gamma / zeta).
         self._shift = BETA * math.log(-GAMMA / ZETA)
         self._log_alpha_cut = math.log(self.threshold / (1 - self.threshold)) + self._shift
+        self.score_threshold = self._log_alpha_cut
 
     def init_state(self, module: nn.Module, orig: Tensor, mask, importance_scores) -> None:
         # float32 at least, as stg: small Adam steps on half-precision gates would round away.
@@ -143,10 +147,10 @@ class HardConcrete(Grouped, GateMethod):
         module.register_parameter(f"{self._tensor_name}_log_alpha", nn.Parameter(log_alpha))
         self.init_target_state(module, orig)
 
-    def gated_weight(self, module: nn.Module, orig: Tensor, keep: Tensor | None) -> Tensor:
+    def gated_weight(self, module: nn.Module, orig: Tensor, keep: Tensor | None, shift: float) -> Tensor:
         layout = self.layout(orig)
         keep = None if keep is None else layout.view(keep)
-        weight = _HardConcreteGate.apply(layout.view(orig), self.field(module, "log_alpha"), keep)
+        weight = _HardConcreteGate.apply(layout.view(orig), self.field(module, "log_alpha"), keep, shift)
         return weight.reshape(orig.shape)
 
     def threshold_mask(self, module: nn.Module) -> Tensor:

@@ -54,15 +54,19 @@ class _GaussianGate(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight: Tensor, mu: Tensor, sigma: float, keep: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(ctx, weight: Tensor, mu: Tensor, sigma: float, keep: Tensor | None,
+                shift: float) -> tuple[Tensor, Tensor]:
         ctx.set_materialize_grads(False)
         gate = torch.randn_like(mu)
         torch.add(mu, gate, alpha=sigma, out=gate)   # mu + sigma * noise in one pass, in place
+        if shift:
+            gate.sub_(shift)
         inside = gate > 0
         inside &= gate < 1
         gate.clamp_(0, 1)
         if ctx.needs_input_grad[1]:
-            kept = _phi(mu, sigma).sum(dtype=torch.promote_types(mu.dtype, torch.float32))
+            kept = _phi(mu - shift if shift else mu, sigma).sum(dtype=torch.promote_types(mu.dtype,
+                                                                                          torch.float32))
         else:
             kept = torch.zeros((), dtype=torch.promote_types(mu.dtype, torch.float32), device=mu.device)
         if keep is not None:
@@ -70,7 +74,7 @@ class _GaussianGate(torch.autograd.Function):
             # gates only; the gradient to mu ignores it (``inside``: straight-through).
             gate = gate.mul_(keep) if gate.shape == keep.shape else gate * keep
         ctx.save_for_backward(weight, mu, inside, gate if ctx.needs_input_grad[0] else None)
-        ctx.sigma = sigma
+        ctx.sigma, ctx.shift = sigma, shift
         return weight * gate.to(weight.dtype), kept
 
     @staticmethod
@@ -86,9 +90,9 @@ class _GaussianGate(torch.autograd.Function):
                 if grad_mu.shape != mu.shape:   # one gate per group (granularity=): sum over the group
                     grad_mu = grad_mu.sum_to_size(mu.shape)
             if grad_kept is not None:
-                density = _density(mu, ctx.sigma)
+                density = _density(mu - ctx.shift if ctx.shift else mu, ctx.sigma)
                 grad_mu = density.mul_(grad_kept) if grad_mu is None else grad_mu.addcmul_(density, grad_kept)
-        return grad_weight, grad_mu, None, None
+        return grad_weight, grad_mu, None, None, None
 
 
 def _graph_alive(t: Tensor) -> bool:
@@ -142,7 +146,7 @@ class StochasticGates(Grouped, GateMethod):
 
     Args:
         lam: penalty weight; :func:`torch_slt.penalty` returns ``lam`` times the expected fraction of
-            gated weights kept. Default 0.1, the reference default (also with ``sparsity``).
+            gated weights kept. Default 0.1, the reference default; with ``sparsity``, ``s / (1 - s)``.
         sigma: standard deviation of the gate noise (0.5).
         mu_init: initial value of every ``mu`` (0.5).
         threshold: keep a weight when ``P(z != 0) = Phi(mu / sigma)`` exceeds this (0.5, i.e. mu > 0).
@@ -161,7 +165,7 @@ class StochasticGates(Grouped, GateMethod):
     description = "Gaussian stochastic gates (Yamada et al. 2020): z = clamp(mu + N(0, sigma^2), 0, 1)"
     fields = ("mu",)
 
-    def __init__(self, lam: float = 0.1, sigma: float = 0.5, mu_init: float = 0.5,
+    def __init__(self, lam: float | None = None, sigma: float = 0.5, mu_init: float = 0.5,
                  threshold: float = 0.5, sparsity: float | None = None, granularity: str = "weight", *,
                  amount: float | None = None, total_steps: int | None = None, ramp: float = DEFAULT_RAMP,
                  _target: SparsityTarget | None = None, _layout: GroupLayout | None = None) -> None:
@@ -174,6 +178,7 @@ class StochasticGates(Grouped, GateMethod):
             raise ValueError(f"stg: mu_init={mu_init!r} must be a finite number")
         # P(z != 0) > threshold  <=>  mu > sigma * Phi^{-1}(threshold); computed once, not per step.
         self._mu_cut = self.sigma * float(torch.special.ndtri(torch.tensor(self.threshold, dtype=torch.float64)))
+        self.score_threshold = self._mu_cut
 
     def init_state(self, module: nn.Module, orig: Tensor, mask, importance_scores) -> None:
         # Gates stay in float32 even for half-precision weights: Adam's small steps on mu would round away.
@@ -182,11 +187,11 @@ class StochasticGates(Grouped, GateMethod):
         module.register_parameter(f"{self._tensor_name}_mu", nn.Parameter(mu))
         self.init_target_state(module, orig)
 
-    def gated_weight(self, module: nn.Module, orig: Tensor, keep: Tensor | None) -> Tensor:
+    def gated_weight(self, module: nn.Module, orig: Tensor, keep: Tensor | None, shift: float) -> Tensor:
         mu = self.field(module, "mu")
         layout = self.layout(orig)
         keep = None if keep is None else layout.view(keep)
-        weight, kept = _GaussianGate.apply(layout.view(orig), mu, self.sigma, keep)
+        weight, kept = _GaussianGate.apply(layout.view(orig), mu, self.sigma, keep, shift)
         weight = weight.reshape(orig.shape)
         if kept.requires_grad:
             # This forward's penalty term, for expected_kept (see _GaussianGate).

@@ -1,0 +1,50 @@
+"""Say so when a learned ticket is useless or unfinished, instead of handing it out silently.
+
+A gate method trained with a too small learning rate, or gates left out of the optimizer, end where
+they started: with the paper's threshold rule every gate is still open, so the "ticket" is the dense
+random network (chance accuracy on a frozen random net). A sparsity target whose schedule never ran
+(``penalty`` not called) or stopped half way (training shorter than ``total_steps``) gives a ticket at
+the requested sparsity that training never saw. :func:`ticket_warnings` lists such problems;
+:func:`torch_slt.finalize` and :func:`torch_slt.report` (on a model in eval mode) warn with them.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from torch import nn
+
+#: The fix printed with a ticket that kept every weight.
+_DENSE_FIX = ("train the gates longer or with a larger learning rate (Adam 5e-2 is the gate methods' "
+              "default), check that the optimizer holds torch_slt.mask_parameters(model), or give "
+              "apply(..., sparsity=s) a target: its mask keeps exactly 1 - s of the weights at any learning rate")
+
+
+def ticket_warnings(model: nn.Module) -> list[str]:
+    """The problems of ``model``'s learned gates, one sentence each (empty when there is none)."""
+    from torch_slt.core.api import gated_tensors
+
+    learned = [(name, module, hook) for name, module, hook in gated_tensors(model) if hook.learned]
+    if not learned:
+        return []
+    problems = []
+    untargeted = [(n, m, h) for n, m, h in learned if getattr(h, "sparsity_target", None) is None]
+    if untargeted and len(untargeted) == len(learned) and all(bool(h.hard_mask(m).all()) for _, m, h in untargeted):
+        problems.append(f"the hard mask of every gated tensor keeps every weight, so the ticket is the dense "
+                        f"random network, not a subnetwork: {_DENSE_FIX}")
+    seen = set()
+    for _, module, hook in learned:
+        target = getattr(hook, "sparsity_target", None)
+        if target is None or id(target) in seen:
+            continue
+        seen.add(id(target))
+        note = hook.target_problem(module)
+        if note:
+            problems.append(note)
+    return problems
+
+
+def warn_about_ticket(model: nn.Module, who: str) -> None:
+    """Warn (``UserWarning``) with every problem :func:`ticket_warnings` finds."""
+    for problem in ticket_warnings(model):
+        warnings.warn(f"{who}: {problem}", UserWarning, stacklevel=3)
