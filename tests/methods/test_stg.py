@@ -184,10 +184,11 @@ def test_gates_are_sampled_relative_to_the_cut_when_the_penalty_pushed_it_below_
     assert on.sum() > 0.5 * kept.sum()
 
 
-def test_default_lam_with_a_target_is_the_odds_of_removal():
+def test_default_lam_with_a_target_grows_with_the_odds_of_removal():
     hook = lambda m: next(h for _, _, h in torch_slt.gated_tensors(m))
-    assert hook(torch_slt.apply(nn.Linear(3, 3), "stg", sparsity=0.9)).lam == pytest.approx(9.0)
-    assert hook(torch_slt.apply(nn.Linear(3, 3), "hardconcrete", sparsity=0.5)).lam == pytest.approx(1.0)
+    assert hook(torch_slt.apply(nn.Linear(3, 3), "stg", sparsity=0.9)).lam == pytest.approx(8.1)
+    assert hook(torch_slt.apply(nn.Linear(3, 3), "stg", sparsity=0.95)).lam == pytest.approx(19.0)
+    assert hook(torch_slt.apply(nn.Linear(3, 3), "hardconcrete", sparsity=0.5)).lam == pytest.approx(0.1)
     assert hook(torch_slt.apply(nn.Linear(3, 3), "stg", sparsity=0.9, lam=0.3)).lam == 0.3
     assert hook(torch_slt.apply(nn.Linear(3, 3), "stg")).lam == 0.1
 

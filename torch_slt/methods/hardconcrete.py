@@ -108,7 +108,8 @@ class HardConcrete(Grouped, GateMethod):
 
     Args:
         lam: penalty weight; :func:`torch_slt.penalty` returns ``lam`` times the expected fraction of
-            gated weights kept. Default 0.1, as ``stg``; with ``sparsity``, ``s / (1 - s)``.
+            gated weights kept. Default 0.1, as ``stg``; with ``sparsity``, ``min(0.1 * odds**2, odds)``
+            with ``odds = s / (1 - s)``.
         droprate_init: initial drop rate ``p``; log alpha starts at ``log(1 - p) - log(p)`` plus
             N(0, 0.01^2) noise, as in the reference (0.5).
         threshold: keep a weight when ``P(z != 0)`` exceeds this (0.5).
