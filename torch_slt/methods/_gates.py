@@ -62,7 +62,7 @@ def target_lam(sparsity: float) -> float:
     whose own equilibrium is near the target ranks the gates by how much the task needs them, layer
     against layer, as a fixed-lam run does; at low sparsity a strong penalty only adds noise. This gives
     the paper's 0.1 at s = 0.5, 0.54 at 0.7, 8.1 at 0.9 and 19 at 0.95, the values that did best on the
-    digits MLP (3 seeds, Adam 1e-2 and 5e-2, cosine): against lam = 0.1, +3 to +14 points at 0.9-0.95;
+    digits MLP (3 seeds, Adam 1e-2 and 5e-2, cosine): against lam = 0.1, +2.5 to +13.7 points at 0.9-0.95;
     against lam = odds, +0.7 to +3.8 at 0.7 (``docs/methods/stg.md``).
     """
     odds = sparsity / (1.0 - sparsity)
