@@ -23,8 +23,12 @@ How a sparsity target works
   :data:`DEFAULT_RAMP_STEPS` calls, and ``report``/``finalize`` warn if training stopped before it ended.
 * **Straight-through gradient.** The gates that the selection turns off still receive the gradient
   they would get if they were on (as edge-popup's scores do), so a gate can re-enter the selection.
-* ``lam`` keeps its meaning: the penalty still pushes the scores of the gates the task does not need
-  down, which sharpens the ranking (default 0.1, as without a target).
+* **The penalty shapes the ranking.** ``lam`` keeps its meaning: the penalty pushes down the scores of
+  the gates the task does not need, layer against layer. With a target it defaults to
+  :func:`target_lam` (0.1 at s = 0.5, 8.1 at 0.9, 19 at 0.95). When the penalty has pushed the
+  selection's cut below the paper's threshold, the training gates are sampled from the scores shifted
+  up by the difference, so a selected gate is on with probability above 0.5 (as under ``mu > 0``) and
+  the training forward matches the ticket.
 
 Why not adapt :math:`\lambda` to reach the target (the 0.1 design, and constrained-L0 dual ascent)?
 The gates answer a change of :math:`\lambda` only as fast as the optimiser moves them, about ``lr``
@@ -34,8 +38,9 @@ half the gates at once and ruined the ticket. The selection reaches its sparsity
 construction, and the learning rate only decides how well the gates are ranked (numbers in
 ``docs/methods/stg.md`` and ``bench/results/targets.md``).
 
-The step count lives in the buffer ``<tensor>_step`` of each gated module, so a ``state_dict`` saved
-mid-schedule resumes exactly; it disappears at :func:`torch_slt.finalize`.
+The state lives in the buffer ``<tensor>_step`` of each gated module (steps taken; the first step and
+the cut of the training selection held in the mask buffer), so a ``state_dict`` saved mid-schedule
+resumes exactly; it disappears at :func:`torch_slt.finalize`.
 """
 
 from __future__ import annotations
@@ -89,7 +94,8 @@ class SparsityTarget:
         self.total_steps = total_steps
         self.ramp = ramp
         self.members: list[tuple[nn.Module, GateMethod]] = []
-        self._selection: tuple[dict[int, tuple], dict[int, Tensor]] | None = None
+        # (key of the cached selection, {id(module): mask}, cut)
+        self._selection: tuple[dict[int, tuple], dict[int, Tensor], float] | None = None
 
     def __repr__(self) -> str:
         return f"SparsityTarget(sparsity={self.sparsity}, total_steps={self.total_steps}, ramp={self.ramp})"
@@ -141,7 +147,8 @@ class SparsityTarget:
             key = {id(m): ("train", window, sparsity) for m, _ in members}
         else:
             # (the Parameter's identity: gate_score hands out a fresh detached view at every call)
-            key = {id(m): (id(p), p._version, sparsity) for m, h in members for p in [h.field(m, h.fields[0])]}
+            key = {id(m): (id(p), p._version, sparsity)
+                   for m, h in members for p in [h.field(m, h.fields[0])]}
         cached = self._selection
         if cached is None or any(cached[0].get(k) != v for k, v in key.items()):
             cached = self._selection = (key, *_select(members, scores, sparsity))
@@ -151,8 +158,9 @@ class SparsityTarget:
 def _select(members: list[tuple[nn.Module, Any]], scores: list[Tensor],
             sparsity: float) -> tuple[dict[int, Tensor], float]:
     """``{id(module): mask at the gate shape}`` keeping the top ``1 - sparsity`` of all ``scores``
-    together: exactly, one gate per weight; counted in weights with one gate per group of weights
-    (``granularity=``), where it keeps the fewest whole groups that reach ``1 - sparsity``."""
+    together (exactly, one gate per weight; counted in weights with one gate per group of weights,
+    ``granularity=``, where it keeps the fewest whole groups that reach ``1 - sparsity``), and the
+    lowest score kept."""
     flat = torch.cat([s.reshape(-1).to(scores[0].device) for s in scores])
     sizes = [h.weights_per_gate() for _, h in members]
     if all(size == 1 for size in sizes):
