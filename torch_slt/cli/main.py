@@ -3,7 +3,8 @@
 ``torch-slt find`` builds a network with random weights from a seed, gates it with a method, trains
 the masks (weights frozen), evaluates, finalizes and saves the ticket with a report and a plot.
 ``torch-slt sweep`` does that for several methods and sparsities on one frozen network, plus the
-dense-trained baseline. ``torch-slt inspect PATH`` reports on a saved ticket or run folder, and
+dense-trained baseline. ``torch-slt imp`` finds a weak ticket by iterative magnitude pruning with
+rewinding. ``torch-slt inspect PATH`` reports on a saved ticket or run folder, and
 ``torch-slt methods`` lists the registered methods. ``torch-slt evaluate`` measures a run's tickets
 beyond accuracy and ``torch-slt compare`` their mask overlap. See ``docs/cli.md``.
 
@@ -18,12 +19,12 @@ import sys
 from typing import Sequence
 
 import torch_slt
-from torch_slt.cli.commands import compare, evaluate, find, inspect, methods, sweep
+from torch_slt.cli.commands import compare, evaluate, find, imp, inspect, methods, sweep
 from torch_slt.cli.settings import CLIError
 
 #: The commands, in ``--help`` order: modules with NAME, HELP, DESCRIPTION, add_arguments(parser) and
 #: run(args).
-COMMANDS = (find, sweep, evaluate, compare, inspect, methods)
+COMMANDS = (find, sweep, imp, evaluate, compare, inspect, methods)
 
 
 def build_parser() -> argparse.ArgumentParser:

