@@ -44,16 +44,19 @@ from torch_slt.experiment.zoo import ModelSpec, build_model
 from torch_slt.lottery import IMPConfig, imp
 
 # ------------------------------------------------------------------------------------------ protocols
-FC = {"dataset": "fashion-mnist", "model": "lenet300", "width": 1.0, "train_images": 20000, "epochs": 3,
-      "batch_size": 60, "rounds": 19, "prune_rate": 0.2, "scope": "layer", "eval_every": 100,
+FC = {"dataset": "fashion-mnist", "model": "lenet300", "width": 1.0, "train_images": 54000, "epochs": 4,
+      "batch_size": 60, "rounds": 19, "prune_rate": 0.2, "scope": "layer", "eval_every": 200,
       "controls": ["reinit", "random_mask"]}
+#: The first, shorter run (results in bench/results/lottery-short/): --protocol short.
+FC_SHORT = {**FC, "train_images": 20000, "epochs": 3, "eval_every": 100}
 CONV = {"dataset": "fashion-mnist", "model": "conv2", "width": 0.25, "train_images": 10000, "epochs": 2,
         "batch_size": 60, "rounds": 8, "prune_rate": 0.2, "scope": "global", "eval_every": 50,
         "rewinds": [0, 20, 50, 100], "line_images": 2000, "points": 30, "lr": 1e-3}
-CS = {"dataset": "fashion-mnist", "model": "lenet300", "width": 1.0, "train_images": 20000, "epochs": 3,
-      "batch_size": 60}
+#: cs on the short fc protocol's data and budget (compared with bench/results/lottery-short/).
+CS = {**FC_SHORT, "lams": [0.01, 0.1, 0.3, 1.0, 3.0], "mask_init": 0.0, "final_temp": 200.0, "search_rounds": 2,
+      "mask_lr": 0.01}
 QUICK = {"dataset": "digits", "train_images": 400, "epochs": 1, "rounds": 2, "eval_every": 5,
-         "rewinds": [0, 3], "line_images": 100, "points": 5}
+         "rewinds": [0, 3], "line_images": 100, "points": 5, "lams": [1.0], "search_rounds": 1}
 
 
 def _data(p: dict[str, Any], seed: int):
@@ -122,6 +125,47 @@ def part_conv(p: dict[str, Any], seed: int) -> dict[str, Any]:
                                        "errors": res.errors, "remaining": result.tickets()[-1].remaining
                                        if label == "sparse" else 1.0, "seconds": time.perf_counter() - t0})
             print(f"conv instability {label} from {k}: barrier {res.barrier:.4f}", file=sys.stderr)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ cs
+def part_cs(p: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Continuous Sparsification as the paper runs it: ``search_rounds`` rounds training weights and masks
+    (beta 1 -> final_temp per round, then ``next_round``), the ticket's hard mask, its weights rewound to
+    initialisation and retrained alone; one run per ``lam``."""
+    import torch_slt
+    from torch_slt.core.masks import hard_masks
+    from torch_slt.lottery import capture, rewind, train_weights, weight_training_config
+    from torch_slt.methods.cs import next_round, to_ticket
+
+    splits, train = _data(p, seed)
+    cfg = weight_training_config(_training(p, seed))
+    steps = cfg.epochs * -(-len(train) // cfg.batch_size)
+    out: dict[str, Any] = {"seed": seed, "runs": []}
+    for lam in p["lams"]:
+        t0 = time.perf_counter()
+        model = _model(p, splits, seed)
+        torch_slt.apply(model, "cs", lam=lam, mask_init=p["mask_init"], final_temp=p["final_temp"],
+                        total_steps=steps)
+        point = capture(model, 0)
+        search = 0
+        for r in range(p["search_rounds"]):
+            search += train_weights(model, train, cfg, mask_lr=p["mask_lr"]).iterations
+            if r < p["search_rounds"] - 1:
+                next_round(model)
+        to_ticket(model)
+        masks = hard_masks(model)
+        rewind(model, point)
+        run = train_weights(model, train, cfg, val=splits.val, test=splits.test, eval_every=p["eval_every"])
+        kept = sum(int(m.sum()) for m in masks.values())
+        out["runs"].append({"lam": lam, "remaining": kept / sum(m.numel() for m in masks.values()),
+                            "layers": {k: float(m.float().mean()) for k, m in masks.items()},
+                            "early_test_accuracy": run.early.test_accuracy,
+                            "final_test_accuracy": run.final.test_accuracy,
+                            "search_iterations": search, "total_iterations": search + run.iterations,
+                            "seconds": time.perf_counter() - t0})
+        print(f"cs lam {lam}: {100 * out['runs'][-1]['remaining']:.2f}% remain, test "
+              f"{100 * run.early.test_accuracy:.2f}", file=sys.stderr)
     return out
 
 
@@ -259,21 +303,85 @@ def write_report(out: Path) -> Path:
     if conv:
         lines += _conv_section(conv, out)
     if cs:
-        lines += _cs_section(cs)
+        lines += _cs_section(cs, out)
     path = out / "lottery.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def _cs_section(runs: list[dict[str, Any]]) -> list[str]:
-    return []
+def _imp_at(rows: list[dict[str, Any]], remaining: float) -> tuple[float, int]:
+    """IMP's ticket accuracy at ``remaining`` (log-linear between the two rounds around it) and the rounds
+    IMP trains to get there (round 0 included)."""
+    import math
+
+    tickets = sorted((r for r in rows if r["kind"] == "ticket"), key=lambda r: -r["remaining"])
+    for a, b in zip(tickets, tickets[1:]):
+        if b["remaining"] <= remaining <= a["remaining"]:
+            t = (math.log(a["remaining"]) - math.log(remaining)) / (math.log(a["remaining"]) - math.log(b["remaining"]))
+            acc = a["early_test_accuracy"] + t * (b["early_test_accuracy"] - a["early_test_accuracy"])
+            return acc, b["round"] + 1
+    return float("nan"), len(tickets)
+
+
+def _cs_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
+    from torch_slt.experiment.plots import _COLORS, _figure, _save
+
+    p = runs[0]["protocol"]
+    imp_runs = {r["seed"]: r for r in _load(out / "lottery-short", "fc")} if (out / "lottery-short").exists() else {}
+    lines = ["## Continuous sparsification against IMP", "",
+             f"`cs` on the short IMP protocol's data and budget ({p['train_images']} images, {p['epochs']} epochs = "
+             f"{p['epochs'] * -(-p['train_images'] // p['batch_size'])} iterations per training): "
+             f"{p['search_rounds']} search rounds (Adam 1.2e-3 on the weights, {p['mask_lr']} on the scores, beta "
+             f"1 -> {p['final_temp']:g} per round, `mask_init` {p['mask_init']}), then the ticket rewound to "
+             f"initialisation and retrained. Compared with IMP (`lottery-short/`, same seeds and data) at the same "
+             f"fraction remaining: IMP's ticket accuracy interpolated log-linearly between its two rounds around "
+             f"it, and the trainings IMP needs to get there (round 0 included). Test accuracy (%) at the "
+             f"early-stopping iteration, mean ± sd over seeds {[r['seed'] for r in runs]}.", "",
+             "| lam | remaining | cs ticket | IMP at that sparsity | cs − IMP | trainings: cs / IMP |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    points = []
+    for lam in p["lams"]:
+        cells = [(x, r["seed"]) for r in runs for x in r["runs"] if x["lam"] == lam]
+        rem = [x["remaining"] for x, _ in cells]
+        acc = [x["early_test_accuracy"] for x, _ in cells]
+        imp = [_imp_at(imp_runs[seed]["rows"], x["remaining"]) if seed in imp_runs else (float("nan"), 0)
+               for x, seed in cells]
+        gap = [a - i for a, (i, _) in zip(acc, imp) if i == i]
+        per_training = p["epochs"] * -(-p["train_images"] // p["batch_size"])
+        cs_cost = statistics.fmean(x["total_iterations"] for x, _ in cells) / per_training
+        imp_cost = statistics.fmean(n for _, n in imp) if imp else float("nan")
+        lines.append(f"| {lam:g} | {100 * statistics.fmean(rem):.2f}% | {_mean_sd(acc)} | "
+                     f"{_mean_sd([i for i, _ in imp if i == i])} | {_mean_sd(gap)} | {cs_cost:.0f} / {imp_cost:.1f} |")
+        points.append((statistics.fmean(rem), acc))
+    fig = _figure(6.4, 4.2)
+    ax = fig.subplots()
+    if imp_runs:
+        from torch_slt.lottery.plots import curves
+
+        line = curves([_results(r["rows"]) for r in imp_runs.values()])["ticket"]
+        ax.plot([q[0] for q in line], [q[1] for q in line], color=_COLORS[0], marker="o", markersize=3,
+                label=f"IMP, {len(imp_runs)} seeds (one training per point)")
+    ax.errorbar([100 * r for r, _ in points], [100 * statistics.fmean(a) for _, a in points],
+                yerr=[100 * (statistics.stdev(a) if len(a) > 1 else 0) for _, a in points], color=_COLORS[1],
+                marker="s", linestyle="none", label=f"cs ({p['search_rounds'] + 1} trainings per point)")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("percent of weights remaining")
+    ax.set_ylabel("test accuracy (%) at early stop")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax.set_title("lenet300 / Fashion-MNIST: continuous sparsification vs IMP", fontsize=10)
+    figure = _save(fig, out / "lottery-cs.png")
+    return lines + ["", f"![cs against IMP]({figure.name})", ""]
 
 
 # ----------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=("fc", "conv"))
+    ap.add_argument("--part", choices=("fc", "conv", "cs"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--protocol", choices=("full", "short"), default="full",
+                    help="fc only: 'short' is the 20k-image, 3-epoch run of bench/results/lottery-short/")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="tiny settings on digits (a smoke test)")
     ap.add_argument("--report", action="store_true", help="merge the part files into lottery.md and figures")
@@ -283,9 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.part:
-        protocol = {"fc": FC, "conv": CONV}[args.part]
+        protocol = {"fc": FC_SHORT if args.protocol == "short" else FC, "conv": CONV, "cs": CS}[args.part]
         protocol = {**protocol, **QUICK} if args.quick else protocol
-        runner = {"fc": part_fc, "conv": part_conv}[args.part]
+        runner = {"fc": part_fc, "conv": part_conv, "cs": part_cs}[args.part]
         body = {"protocol": protocol, "machine": machine(), "date": now_utc(), "command": command_line(),
                 **runner(protocol, args.seed)}
         name = f"lottery-{args.part}-seed{args.seed}.json"

@@ -24,6 +24,8 @@ METHOD_CASES: dict[str, Callable[[tuple[torch.Tensor, torch.Tensor]], dict[str, 
     # Global scope shares one selection object between the hooks: deepcopy/pickle/resume check it.
     "edgepopup": lambda data: {"sparsity": 0.5, "scope": "global"},
     "supermask": lambda data: {},
+    # Weights trained with the mask; total_steps anneals beta, whose buffer the resume test checks.
+    "cs": lambda data: {"lam": 0.1, "total_steps": 10},
 }
 
 # The fraction removed that a fixed-mask case above asks for (checked exactly by the contract suite).

@@ -63,3 +63,17 @@ def test_targets_script_writes_tables_with_every_target_checked(tmp_path):
     assert {c["kind"] for c in cells} == {"target", "lam", "edgepopup"}
     assert all(abs(c["sparsity"] - 0.9) < 1e-3 for c in cells if c["kind"] == "target")
     assert stem.with_name("targets-accuracy.png").exists()
+
+
+def test_lottery_script_runs_every_part_and_writes_the_report(tmp_path):
+    for part in ("fc", "conv", "cs"):
+        _run("bench/lottery.py", "--part", part, "--quick", "--out", str(tmp_path))
+    _run("bench/lottery.py", "--report", "--out", str(tmp_path))
+    report = (tmp_path / "lottery.md").read_text()
+    assert "| round | remaining | winning ticket | reinit | random_mask |" in report
+    assert "| network | start (rewind) iteration | error barrier (points) |" in report
+    fc = json.loads((tmp_path / "lottery-fc-seed0.json").read_text())
+    kinds = {(r["round"], r["kind"]) for r in fc["rows"]}
+    assert (2, "reinit") in kinds and (2, "random_mask") in kinds
+    assert "| lam | remaining | cs ticket | IMP at that sparsity |" in report
+    assert all((tmp_path / f"lottery-{part}.png").exists() for part in ("fc", "conv", "cs"))

@@ -143,7 +143,7 @@ def test_pruning_sizes_orig_and_new_weight(method):
         assert torch.equal(getattr(m, name), original * getattr(m, name + "_mask").to(original.dtype))
 
 
-KEEP_ALL = {"stg": {}, "hardconcrete": {"lam": 0.1}, "supermask": {"score_init": 1.0}}
+KEEP_ALL = {"stg": {}, "hardconcrete": {"lam": 0.1}, "supermask": {"score_init": 1.0}, "cs": {"mask_init": 1.0}}
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -70,8 +70,10 @@ def method_kwargs(method: str, s: RunSettings, sparsity: float | None, splits: A
             raise CLIError(f"{flag} does not apply to method {method!r}; it takes: {', '.join(accepted)}.")
     if "seed" in params and "seed" not in kwargs:
         kwargs["seed"] = s.seed
-    if "total_steps" in params and "total_steps" not in kwargs and kwargs.get("sparsity") is not None:
-        # the sparsity target's schedule spans the run (fit's batches: the last one may be short)
+    if "total_steps" in params and "total_steps" not in kwargs and (kwargs.get("sparsity") is not None
+                                                                     or "sparsity" not in params):
+        # the sparsity target's schedule (or cs's temperature) spans the run (fit's batches: the last
+        # one may be short)
         kwargs["total_steps"] = s.training.epochs * math.ceil(len(splits.train) / s.training.batch_size)
     if "data" in params:
         kwargs["data"] = [scoring_batch(splits, s.seed, device)]
@@ -130,7 +132,8 @@ def prepare(s: RunSettings, method: str | None, sparsity: float | None, splits: 
         kwargs: dict[str, Any] = {}
         if method is not None:
             kwargs = method_kwargs(method, s, sparsity, splits, device)
-            torch_slt.apply(model, method, freeze=not s.training.train_weights, **kwargs)
+            trains = s.training.train_weights or torch_slt.get_method(method).trains_weights
+            torch_slt.apply(model, method, freeze=not trains, **kwargs)
             kwargs = full_method_config(model, kwargs)
     except CLIError:
         raise

@@ -39,7 +39,8 @@ def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: S
             see :mod:`torch_slt.core.targets`.
         exclude: same forms as ``targets``; matching modules or parameters are left alone.
         freeze: set ``requires_grad=False`` on every parameter that is not a gate tensor (weights,
-            biases, norms). Defaults to True for learned-mask methods, False for fixed-mask ones.
+            biases, norms). Defaults to True for learned-mask methods (a strong ticket), False for
+            fixed-mask ones and for methods that train the weights with the mask (``cs``).
         **kwargs: the method's hyperparameters, e.g. ``lam=0.08`` for ``stg``.
 
     Raises:
@@ -70,7 +71,7 @@ def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: S
     extras = dict(zip(selected, prototype.plan(model, selected)))
     return _gate(model, cls, selected, readers,
                  lambda target: cls.apply(target.module, target.tensor, **kwargs, **extras[target]),
-                 cls.learned if freeze is None else freeze)
+                 (cls.learned and not cls.trains_weights) if freeze is None else freeze)
 
 
 def _check_selected(model: nn.Module, selected: list[Target]) -> list:

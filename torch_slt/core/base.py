@@ -16,7 +16,8 @@ Two families share this protocol:
 * :class:`FixedMaskMethod`: the mask is chosen once at ``apply`` from importance scores and stays fixed.
 
 A tensor is gated at most once: applying a second method, torch_slt's or torch's, raises
-:class:`~torch_slt.core.errors.AlreadyGatedError`. Stacking torch's own ``prune.*`` functions *on top of* a
+:class:`~torch_slt.core.errors.AlreadyGatedError`. Iterative pruning does not stack gates either: it
+narrows one fixed mask in place, round after round (:func:`torch_slt.core.masks.narrow_masks`). Stacking torch's own ``prune.*`` functions *on top of* a
 torch_slt gate cannot be refused at the time it happens (torch does not ask), so every torch_slt function
 detects it afterwards and raises instead of silently mixing the two.
 """
@@ -43,6 +44,9 @@ class SLTMethod(prune.BasePruningMethod):
     description: ClassVar[str] = ""
     #: Whether the mask is learned (then ``apply`` freezes the other parameters by default).
     learned: ClassVar[bool] = False
+    #: Whether the weights are trained with the mask (a weak-ticket method such as ``cs``): ``apply``
+    #: then leaves them trainable, and ``fit`` trains them too.
+    trains_weights: ClassVar[bool] = False
     #: Names of the learned tensors, registered on the module as ``<tensor>_<field>``.
     fields: ClassVar[tuple[str, ...]] = ()
 

@@ -59,17 +59,13 @@ def _gated_names(model: nn.Module) -> dict[str, str]:
     return names
 
 
-def _mask_keys(model: nn.Module) -> set[str]:
-    return {api._qualify(n, h._tensor_name) + "_mask" for n, _, h in api.gated_tensors(model)}
-
-
 def capture(model: nn.Module, iteration: int) -> RewindPoint:
     """Copy every parameter and buffer of ``model`` (gated or not) except the masks."""
     renamed = _gated_names(model)
-    # The masks, and a learned method's gate tensors (weight_mu, ...), belong to the mask, not the weights.
-    skip = _mask_keys(model) | {name for name, _ in api.named_mask_parameters(model)}
+    # Everything else a gate adds (the mask, weight_mu, cs's weight_beta, ...) belongs to the mask.
+    gate_state = tuple(plain + "_" for plain in renamed.values())
     state = {renamed.get(k, k): v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
-             if k not in skip}
+             if k in renamed or not k.startswith(gate_state)}
     return RewindPoint(iteration, state)
 
 

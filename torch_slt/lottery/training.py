@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from torch_slt.core.api import mask_parameters, penalty
 from torch_slt.experiment.train.batches import _loader, _logits, _to, evaluate, resolve_device
 from torch_slt.experiment.train.checkpoint import _rng_state, _save_checkpoint, _set_rng_state
 from torch_slt.experiment.train.config import TrainConfig
@@ -82,7 +83,7 @@ def train_weights(model: nn.Module, train: Dataset | Iterable, config: TrainConf
                   val: Dataset | None = None, test: Dataset | None = None, start_iteration: int = 0,
                   eval_every: int | None = None, data_seed: int | None = None,
                   on_iteration: Callable[[int], None] | None = None, checkpoint: Path | None = None,
-                  resume: bool = False, label: str = "") -> TrainRun:
+                  resume: bool = False, label: str = "", mask_lr: float | None = None) -> TrainRun:
     """Train every trainable parameter of ``model`` in place from ``start_iteration`` to the end.
 
     Args:
@@ -98,6 +99,10 @@ def train_weights(model: nn.Module, train: Dataset | Iterable, config: TrainConf
             order differ only here.
         on_iteration: called with the iteration count after every optimiser step (the rewind capture).
         checkpoint, resume: per-epoch checkpoint file; continue from it when it exists.
+        mask_lr: learning rate of a learned mask trained with the weights (``cs``'s scores; no weight
+            decay on them); default ``config.lr``.
+
+    The loss is the cross-entropy plus :func:`torch_slt.penalty` (zero for fixed masks).
     """
     device = resolve_device(config.device)
     model.to(device)
@@ -106,8 +111,7 @@ def train_weights(model: nn.Module, train: Dataset | Iterable, config: TrainConf
     loader = _loader(train, config.batch_size, shuffle=True, generator=loader_gen,
                      num_workers=config.num_workers, device=device)
     steps = len(loader)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _optimizer([{"params": params, "lr": config.lr, "weight_decay": config.weight_decay}], config)
+    optimizer = _optimizer(_groups(model, config, mask_lr), config)
     scheduler = _scheduler(optimizer, config)
     first_epoch, skip = divmod(start_iteration, steps)
     run, epoch0 = TrainRun(iterations=start_iteration), first_epoch
@@ -140,6 +144,17 @@ def train_weights(model: nn.Module, train: Dataset | Iterable, config: TrainConf
         run.evaluations.append(_evaluate(model, run.iterations, val, test, device))
     model.eval()
     return run
+
+
+def _groups(model: nn.Module, config: TrainConfig, mask_lr: float | None) -> list[dict[str, Any]]:
+    """The weights at ``config.lr`` with its weight decay; learned mask tensors at ``mask_lr``, no decay."""
+    gates = [p for p in mask_parameters(model) if p.requires_grad]
+    gate_ids = {id(p) for p in gates}
+    weights = [p for p in model.parameters() if p.requires_grad and id(p) not in gate_ids]
+    groups = [{"params": weights, "lr": config.lr, "weight_decay": config.weight_decay}]
+    if gates:
+        groups.append({"params": gates, "lr": config.lr if mask_lr is None else mask_lr, "weight_decay": 0.0})
+    return groups
 
 
 def _fast_forward(loader: Iterable, scheduler: Any, epochs: int) -> None:
@@ -176,7 +191,7 @@ def _train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Opti
         if index < skip:  # before the rewind point: these batches were trained in the first round
             continue
         inputs, targets = _to(batch, device)
-        loss = nn.functional.cross_entropy(_logits(model(inputs)), targets)
+        loss = nn.functional.cross_entropy(_logits(model(inputs)), targets) + penalty(model)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -97,7 +97,8 @@ def _finish(prep: Prepared, result: Any, out: Path, t_start: float) -> dict[str,
         model_cpu = model.to("cpu")
         output.save_state_dict(staging / "ticket.safetensors", model_cpu, prep.spec)
         with warnings.catch_warnings():
-            if s.training.train_weights:  # a weak ticket: trained values are stored, as expected
+            if s.training.train_weights or torch_slt.get_method(s.method).trains_weights:
+                # a weak ticket: trained values are stored, as expected
                 warnings.filterwarnings("ignore", message=r"save_ticket\(\): none of the model's weights")
             torch_slt.save_ticket(staging / "ticket.slt.safetensors", model_cpu, prep.spec,
                                   metadata={"method": s.method, "test_accuracy": test_acc})

@@ -56,6 +56,11 @@ METHOD_DEFAULTS: dict[str, MethodDefaults] = {
         "sgd", 100.0, 0.9, 0.0, "cosine", weight_lr=0.1,
         source="Zhou et al. (SGD momentum 0.9, lr 100 for the FC/MNIST supermask; hidden-networks' "
         "sample baseline uses lr 200, cosine, no weight decay): the logit gradients are tiny"),
+    "cs": MethodDefaults(
+        "sgd", 0.1, 0.9, 0.0, "cosine", weight_lr=0.1,
+        source="continuous-sparsification main.py: SGD momentum 0.9, lr 0.1 for the mask logits (no weight "
+        "decay) and the weights (weight decay 1e-4); cosine instead of the reference's steps at epochs 56 "
+        "and 71 of 85"),
     "dense": MethodDefaults(
         "sgd", 0.1, 0.9, 1e-4, "cosine", weight_lr=0.1,
         source="open_lth / Synaptic-Flow dense training: SGD momentum 0.9, lr 0.1, wd 1e-4, cosine"),

@@ -27,7 +27,7 @@ def _param_groups(model: nn.Module, cfg: TrainConfig, method: str | None) -> lis
         return [{"params": params, "lr": cfg.lr, "weight_decay": cfg.weight_decay}] if params else []
     gates = mask_parameters(model)
     groups = [{"params": gates, "lr": cfg.lr, "weight_decay": cfg.weight_decay}] if gates else []
-    if cfg.train_weights:
+    if cfg.train_weights or _trains_weights(model):
         gate_ids = {id(p) for p in gates}
         weights = [p for p in model.parameters() if id(p) not in gate_ids]
         for p in weights:
@@ -36,6 +36,11 @@ def _param_groups(model: nn.Module, cfg: TrainConfig, method: str | None) -> lis
         decay = METHOD_DEFAULTS["dense"].weight_decay if cfg.optimizer == "sgd" else 0.0
         groups.append({"params": weights, "lr": cfg.weight_lr, "weight_decay": decay})
     return groups
+
+
+def _trains_weights(model: nn.Module) -> bool:
+    """Whether the gating method trains the weights with its mask (``cs``), whatever ``train_weights``."""
+    return any(hook.trains_weights for _, _, hook in gated_tensors(model))
 
 
 def _optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.Optimizer:
