@@ -27,19 +27,21 @@ from torch_slt.experiment.train.checkpoint import _rng_state, _save_checkpoint, 
 from torch_slt.experiment.train.config import TrainConfig
 from torch_slt.experiment.train.loop import _optimizer, _scheduler
 
-#: Frankle & Carbin 2019's LeNet-300-100 optimiser (Adam, lr 1.2e-3, no weight decay): the default of a
+#: Frankle & Carbin 2019's LeNet-300-100 optimiser (Adam, lr 1.2e-3 constant, no weight decay): the default of a
 #: lottery run whose TrainConfig leaves the optimiser unset.
-PAPER_OPTIMIZER = {"optimizer": "adam", "lr": 1.2e-3, "weight_decay": 0.0}
+PAPER_OPTIMIZER = {"optimizer": "adam", "lr": 1.2e-3, "weight_decay": 0.0, "schedule": "constant"}
 
 
 def weight_training_config(config: TrainConfig | None) -> TrainConfig:
-    """``config`` with unset optimiser settings filled for weight training (Adam 1.2e-3 as the paper;
-    with ``optimizer="sgd"`` the dense defaults: lr 0.1, momentum 0.9, weight decay 1e-4)."""
+    """``config`` with unset optimiser settings filled for weight training (Adam 1.2e-3, constant, no
+    weight decay, as the paper's LeNet; with ``optimizer="sgd"`` the dense defaults: lr 0.1, momentum
+    0.9, weight decay 1e-4, cosine)."""
     cfg = config or TrainConfig()
     if cfg.optimizer in (None, "adam", "adamw"):
         cfg = replace(cfg, optimizer=cfg.optimizer or PAPER_OPTIMIZER["optimizer"],
                       lr=cfg.lr if cfg.lr is not None else PAPER_OPTIMIZER["lr"],
-                      weight_decay=cfg.weight_decay if cfg.weight_decay is not None else 0.0)
+                      weight_decay=cfg.weight_decay if cfg.weight_decay is not None else 0.0,
+                      schedule=cfg.schedule or PAPER_OPTIMIZER["schedule"])
     return cfg.resolved(None)
 
 

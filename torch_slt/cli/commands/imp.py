@@ -67,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "paper's LeNet; 0.1 with SGD)")
     g.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     g.add_argument("--weight-decay", type=float, help="default 0 with Adam, 1e-4 with SGD")
-    g.add_argument("--schedule", choices=("cosine", "constant"), help="default constant with Adam")
+    g.add_argument("--schedule", choices=("cosine", "constant"), help="default constant with Adam (the paper), cosine with SGD")
     g.add_argument("--seed", type=int, help="seeds the weights, the data split and order (default 0)")
     g.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default auto)")
     g.add_argument("--threads", type=int, help="CPU threads torch may use")
