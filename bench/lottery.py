@@ -29,7 +29,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,10 @@ CONV = {"dataset": "fashion-mnist", "model": "conv2", "width": 0.25, "train_imag
         "rewinds": [0, 20, 50, 100], "line_images": 2000, "points": 30, "lr": 1e-3}
 #: cs on the short fc protocol's data and budget (compared with bench/results/lottery-short/).
 CS = {**FC_SHORT, "lams": [0.01, 0.1, 0.3, 1.0, 3.0], "mask_init": 0.0, "final_temp": 200.0, "search_rounds": 2,
-      "mask_lr": 0.01}
+      "mask_lr": 0.01, "optim_lam": 1.0, "mask_lrs": [1e-3, 1e-2, 5e-2]}
 QUICK = {"dataset": "digits", "train_images": 400, "epochs": 1, "rounds": 2, "eval_every": 5,
-         "rewinds": [0, 3], "line_images": 100, "points": 5, "lams": [1.0], "search_rounds": 1}
+         "rewinds": [0, 3], "line_images": 100, "points": 5, "lams": [1.0], "search_rounds": 1,
+         "mask_lrs": [1e-2]}
 
 
 def _data(p: dict[str, Any], seed: int):
@@ -131,44 +132,64 @@ def part_conv(p: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ cs
-def part_cs(p: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Continuous Sparsification as the paper runs it: ``search_rounds`` rounds training weights and masks
-    (beta 1 -> final_temp per round, then ``next_round``), the ticket's hard mask, its weights rewound to
-    initialisation and retrained alone; one run per ``lam``."""
+def _cs_run(p: dict[str, Any], splits, train, seed: int, lam: float, cfg: TrainConfig, mask_lr: float
+            ) -> dict[str, Any]:
+    """One Continuous Sparsification run as the paper does it: ``search_rounds`` rounds training weights and
+    masks (beta 1 -> final_temp per round, then ``next_round``), the ticket's hard mask, its weights rewound
+    to initialisation and retrained alone."""
     import torch_slt
     from torch_slt.core.masks import hard_masks
-    from torch_slt.lottery import capture, rewind, train_weights, weight_training_config
+    from torch_slt.lottery import capture, rewind, train_weights
     from torch_slt.methods.cs import next_round, to_ticket
+
+    t0 = time.perf_counter()
+    steps = cfg.epochs * -(-len(train) // cfg.batch_size)
+    model = _model(p, splits, seed)
+    torch_slt.apply(model, "cs", lam=lam, mask_init=p["mask_init"], final_temp=p["final_temp"], total_steps=steps)
+    point = capture(model, 0)
+    search = 0
+    for r in range(p["search_rounds"]):
+        search += train_weights(model, train, cfg, mask_lr=mask_lr).iterations
+        if r < p["search_rounds"] - 1:
+            next_round(model)
+    to_ticket(model)
+    masks = hard_masks(model)
+    rewind(model, point)
+    run = train_weights(model, train, cfg, val=splits.val, test=splits.test, eval_every=p["eval_every"])
+    kept = sum(int(m.sum()) for m in masks.values())
+    row = {"lam": lam, "mask_lr": mask_lr, "optimizer": cfg.optimizer, "schedule": cfg.schedule,
+           "remaining": kept / sum(m.numel() for m in masks.values()),
+           "layers": {k: float(m.float().mean()) for k, m in masks.items()},
+           "early_test_accuracy": run.early.test_accuracy, "final_test_accuracy": run.final.test_accuracy,
+           "search_iterations": search, "total_iterations": search + run.iterations,
+           "seconds": time.perf_counter() - t0}
+    print(f"cs lam {lam} {cfg.optimizer} {cfg.schedule} mask lr {mask_lr}: {100 * row['remaining']:.2f}% "
+          f"remain, test {100 * run.early.test_accuracy:.2f}", file=sys.stderr)
+    return row
+
+
+def part_cs(p: dict[str, Any], seed: int) -> dict[str, Any]:
+    """One cs run per ``lam`` (Adam, cosine, the scores at ``mask_lr``)."""
+    from torch_slt.lottery import weight_training_config
 
     splits, train = _data(p, seed)
     cfg = weight_training_config(_training(p, seed))
-    steps = cfg.epochs * -(-len(train) // cfg.batch_size)
-    out: dict[str, Any] = {"seed": seed, "runs": []}
-    for lam in p["lams"]:
-        t0 = time.perf_counter()
-        model = _model(p, splits, seed)
-        torch_slt.apply(model, "cs", lam=lam, mask_init=p["mask_init"], final_temp=p["final_temp"],
-                        total_steps=steps)
-        point = capture(model, 0)
-        search = 0
-        for r in range(p["search_rounds"]):
-            search += train_weights(model, train, cfg, mask_lr=p["mask_lr"]).iterations
-            if r < p["search_rounds"] - 1:
-                next_round(model)
-        to_ticket(model)
-        masks = hard_masks(model)
-        rewind(model, point)
-        run = train_weights(model, train, cfg, val=splits.val, test=splits.test, eval_every=p["eval_every"])
-        kept = sum(int(m.sum()) for m in masks.values())
-        out["runs"].append({"lam": lam, "remaining": kept / sum(m.numel() for m in masks.values()),
-                            "layers": {k: float(m.float().mean()) for k, m in masks.items()},
-                            "early_test_accuracy": run.early.test_accuracy,
-                            "final_test_accuracy": run.final.test_accuracy,
-                            "search_iterations": search, "total_iterations": search + run.iterations,
-                            "seconds": time.perf_counter() - t0})
-        print(f"cs lam {lam}: {100 * out['runs'][-1]['remaining']:.2f}% remain, test "
-              f"{100 * run.early.test_accuracy:.2f}", file=sys.stderr)
-    return out
+    return {"seed": seed, "runs": [_cs_run(p, splits, train, seed, lam, cfg, p["mask_lr"]) for lam in p["lams"]]}
+
+
+def part_cs_optim(p: dict[str, Any], seed: int) -> dict[str, Any]:
+    """cs at one ``lam`` with the optimisers a user brings: the scores' Adam lr 1e-3 / 1e-2 / 5e-2, constant
+    or cosine, and the reference's SGD (lr 0.1, momentum 0.9, weight decay 1e-4 on the weights)."""
+    from torch_slt.lottery import weight_training_config
+
+    splits, train = _data(p, seed)
+    rows = []
+    for schedule in ("constant", "cosine"):
+        cfg = weight_training_config(replace(_training(p, seed), schedule=schedule))
+        rows += [_cs_run(p, splits, train, seed, p["optim_lam"], cfg, lr) for lr in p["mask_lrs"]]
+    sgd = weight_training_config(replace(_training(p, seed), optimizer="sgd", lr=0.1, schedule="cosine"))
+    rows.append(_cs_run(p, splits, train, seed, p["optim_lam"], sgd, 0.1))
+    return {"seed": seed, "runs": rows}
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -306,9 +327,30 @@ def write_report(out: Path) -> Path:
         lines += _conv_section(conv, out)
     if cs:
         lines += _cs_section(cs, out)
+    optim = _load(out, "cs_optim")
+    if optim:
+        lines += _cs_optim_section(optim)
     path = out / "lottery.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _cs_optim_section(runs: list[dict[str, Any]]) -> list[str]:
+    p = runs[0]["protocol"]
+    lines = [f"### cs with the optimisers a user brings (lam {p['optim_lam']:g}, seeds {[r['seed'] for r in runs]})",
+             "", "Weights: Adam 1.2e-3 (or the reference's SGD lr 0.1, momentum 0.9, weight decay 1e-4); the "
+             "scores' learning rate and the schedule vary. Remaining weights and ticket test accuracy (%) after "
+             "rewinding and retraining, mean ± sd over seeds.", "",
+             "| optimizer | schedule | scores' lr | remaining | cs ticket |", "|---|---|---:|---:|---:|"]
+    keys = []
+    for row in runs[0]["runs"]:
+        keys.append((row["optimizer"], row["schedule"], row["mask_lr"]))
+    for key in keys:
+        cells = [x for r in runs for x in r["runs"] if (x["optimizer"], x["schedule"], x["mask_lr"]) == key]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | "
+                     f"{_mean_sd([x['remaining'] for x in cells]).replace(' ± ', '% ± ')}% | "
+                     f"{_mean_sd([x['early_test_accuracy'] for x in cells])} |")
+    return lines + [""]
 
 
 def _imp_at(rows: list[dict[str, Any]], remaining: float) -> tuple[float, int]:
@@ -381,7 +423,7 @@ def _cs_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
 # ----------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=("fc", "conv", "cs"))
+    ap.add_argument("--part", choices=("fc", "conv", "cs", "cs_optim"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--protocol", choices=("full", "short"), default="full",
                     help="fc only: 'short' is the 20k-image, 3-epoch run of bench/results/lottery-short/")
@@ -394,9 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.part:
-        protocol = {"fc": FC_SHORT if args.protocol == "short" else FC, "conv": CONV, "cs": CS}[args.part]
+        protocol = {"fc": FC_SHORT if args.protocol == "short" else FC, "conv": CONV, "cs": CS,
+                    "cs_optim": CS}[args.part]
         protocol = {**protocol, **QUICK} if args.quick else protocol
-        runner = {"fc": part_fc, "conv": part_conv, "cs": part_cs}[args.part]
+        runner = {"fc": part_fc, "conv": part_conv, "cs": part_cs, "cs_optim": part_cs_optim}[args.part]
         body = {"protocol": protocol, "machine": machine(), "date": now_utc(), "command": command_line(),
                 **runner(protocol, args.seed)}
         name = f"lottery-{args.part}-seed{args.seed}.json"

@@ -66,7 +66,7 @@ def test_targets_script_writes_tables_with_every_target_checked(tmp_path):
 
 
 def test_lottery_script_runs_every_part_and_writes_the_report(tmp_path):
-    for part in ("fc", "conv", "cs"):
+    for part in ("fc", "conv", "cs", "cs_optim"):
         _run("bench/lottery.py", "--part", part, "--quick", "--out", str(tmp_path))
     _run("bench/lottery.py", "--report", "--out", str(tmp_path))
     report = (tmp_path / "lottery.md").read_text()
@@ -76,4 +76,5 @@ def test_lottery_script_runs_every_part_and_writes_the_report(tmp_path):
     kinds = {(r["round"], r["kind"]) for r in fc["rows"]}
     assert (2, "reinit") in kinds and (2, "random_mask") in kinds
     assert "| lam | remaining | cs ticket | IMP at that sparsity |" in report
+    assert "| optimizer | schedule | scores' lr | remaining | cs ticket |" in report
     assert all((tmp_path / f"lottery-{part}.png").exists() for part in ("fc", "conv", "cs"))
