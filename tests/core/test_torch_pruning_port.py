@@ -501,7 +501,7 @@ def test_functional_twins_exist_for_every_method_and_return_the_module():
     m = nn.Linear(3, 2)
     assert torch_slt.prune.stg(m, "weight", lam=0.2) is m
     assert m.weight_orig.requires_grad  # like torch: nothing else changes (apply() would freeze it)
-    with pytest.raises(AttributeError, match="no attribute 'l1_unstructured'; the methods are: edgepopup"):
+    with pytest.raises(AttributeError, match="no attribute 'l1_unstructured'; the methods are: cs, edgepopup"):
         torch_slt.prune.l1_unstructured  # noqa: B018
     with pytest.raises(TypeError, match="Linear has no parameter 'wieght' to gate; its parameters: weight"):
         torch_slt.prune.magnitude(nn.Linear(3, 2), "wieght", amount=0.5)

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from torch_slt.core import api
+from torch_slt.core.errors import AlreadyGatedError
 from torch_slt.core.masks import apply_masks, hard_masks, narrow_masks
 from torch_slt.core.targets import Selector, select_targets
 from torch_slt.experiment.train.config import TrainConfig
@@ -134,10 +135,10 @@ def imp(model: nn.Module, train: Any, *, val: Any = None, test: Any = None, conf
     config = config or IMPConfig()
     cfg = weight_training_config(training)
     if api.is_gated(model):
-        raise RunFolderError("imp(): the model is already gated; IMP gates it itself (pass the plain, "
-                             "initial network)")
+        raise AlreadyGatedError("imp(): the model is already gated; IMP gates it itself (pass the plain, "
+                                "initial network)")
+    selected = select_targets(model, targets, exclude)   # bad targets fail before anything is written
     folder = _open_folder(run_dir, config, cfg, resume)
-    selected = select_targets(model, targets, exclude)
     apply_masks(model, {t.qualified: torch.ones_like(t.module._parameters[t.tensor], dtype=torch.bool)
                         for t in selected}, "magnitude", scope=config.scope)
     rates = layer_rates(model, config.prune_rate, config.output_rate, config.scope)

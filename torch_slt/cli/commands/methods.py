@@ -23,7 +23,8 @@ def run(args: argparse.Namespace) -> int:
     for name in torch_slt.list_methods():
         cls = torch_slt.get_method(name)
         d = method_defaults(name)
-        rows.append({"name": name, "family": "learned" if cls.learned else "one-shot",
+        family = "learned + weights" if cls.trains_weights else "learned" if cls.learned else "one-shot"
+        rows.append({"name": name, "family": family,
                      "optimizer": f"{d.optimizer} lr {d.lr:g}" if cls.learned else "-",
                      "description": cls.description or (cls.__doc__ or "").strip().splitlines()[0]})
     if args.json:
