@@ -12,12 +12,15 @@ Parts (each writes ``bench/results/lottery-<part>[-seed<N>].json``; ``--report``
   against the rewind iteration, for the dense network and for the sparsest ticket. ``lottery-conv.png``.
 * ``cs``: Continuous Sparsification (``cs``, weights trained) against IMP on lenet300: test accuracy at
   matched sparsity and the training iterations spent to find the ticket.
+* ``cs_optim``: cs at one ``lam`` with the optimisers a user brings (the scores' Adam at 1e-3 / 1e-2 / 5e-2,
+  constant or cosine, and the reference's SGD), to show the result does not hang on one tuned setting.
 
 Reduced from the issue's protocol to fit a shared 2-core CPU (one torch thread per job); every cut is
 printed in the report: a training subset and a few epochs instead of 50,000 iterations; conv2 at width 0.25
 on a smaller subset, one seed; the line between two copies is evaluated on a test subset.
 
-Run: ``python bench/lottery.py --part fc --seed 0`` (per seed), ``--part conv``, ``--part cs``, then
+Run: ``python bench/lottery.py --part fc --seed 0`` (per seed), ``--part conv``, ``--part cs``,
+``--part cs_optim`` (per seed), then
 ``python bench/lottery.py --report``. ``--quick`` is a seconds-long smoke run (tests use it).
 """
 
@@ -25,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
+import math
 import statistics
 import sys
 import time
@@ -230,12 +235,12 @@ def _fc_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
     its = {k: _by_round(runs, k, "early_iteration") for k in kinds}
     remaining = _by_round(runs, "ticket", "remaining")
     lines = [f"## lenet300 on Fashion-MNIST: IMP with random re-init and random mask ({len(runs)} seeds)", "",
-             f"Protocol: {p['train_images']} training images, {p['epochs']} epochs per round (batch "
+             (f"Protocol: {p['train_images']} training images, {p['epochs']} epochs per round (batch "
              f"{p['batch_size']}, Adam 1.2e-3 with a cosine decay over the round, "
              f"{p['epochs'] * -(-p['train_images'] // p['batch_size'])} iterations), validation 10 % of the training set (early stopping every {p['eval_every']} "
              f"iterations), full test set; prune rate {p['prune_rate']} per round, output layer at half rate, "
              f"scope {p['scope']}, rewind to 0; seeds {[r['seed'] for r in runs]} (network, data order, "
-             f"controls). Test accuracy (%) at the early-stopping iteration, mean ± sd over seeds.", "",
+             f"controls). Test accuracy (%) at the early-stopping iteration, mean ± sd over seeds."), "",
              "| round | remaining | winning ticket | " + " | ".join(kinds[1:]) + " | ticket − "
              + kinds[1] + " | early-stop it. (ticket / " + kinds[1] + ") |",
              "|---:|---:|---:|" + "---:|" * (len(kinds) - 1) + "---:|---:|"]
@@ -256,10 +261,10 @@ def _fc_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
     lowest = min(statistics.fmean(remaining[r]) for r in matching)
     below20 = [r for r in sorted(remaining) if statistics.fmean(remaining[r]) < 0.2]
     ahead = [r for r in below20 if statistics.fmean(acc["ticket"][r]) > statistics.fmean(acc[kinds[1]][r])]
-    lines += ["", f"Dense (round 0): {100 * dense:.2f}%. The winning ticket is within one sd of the dense "
+    lines += ["", (f"Dense (round 0): {100 * dense:.2f}%. The winning ticket is within one sd of the dense "
               f"network (or above it) at every round from the first down to **{100 * lowest:.1f}%** of the "
               f"weights remaining (rounds 0-{matching[-1]} of {len(remaining) - 1}). Below 20% remaining it is ahead of "
-              f"{kinds[1]} at **{len(ahead)} of {len(below20)}** rounds.", ""]
+              f"{kinds[1]} at **{len(ahead)} of {len(below20)}** rounds."), ""]
     figure = plot_imp([_results(run["rows"]) for run in runs], out / "lottery-fc.png",
                       title=f"IMP on lenet300 / Fashion-MNIST ({len(runs)} seeds, band: min-max)")
     lines += [f"![IMP on lenet300]({figure.name})", ""]
@@ -268,16 +273,17 @@ def _fc_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
 
 def _conv_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
     from torch_slt.experiment.plots import _COLORS, _figure, _save
+    from torch_slt.lottery.plots import percent_ticks
 
     run = runs[0]
     p = run["protocol"]
-    lines = [f"## {p['model']} (width {p['width']}) on Fashion-MNIST: rewinding and instability (seed "
-             f"{run['seed']})", "",
-             f"Protocol: {p['train_images']} training images, {p['epochs']} epochs per round (batch "
+    lines = [(f"## {p['model']} (width {p['width']}) on Fashion-MNIST: rewinding and instability (seed "
+             f"{run['seed']})"), "",
+             (f"Protocol: {p['train_images']} training images, {p['epochs']} epochs per round (batch "
              f"{p['batch_size']}, Adam {p.get('lr') or 1.2e-3}, cosine), {p['rounds']} rounds at {p['prune_rate']} "
              f"({p['scope']} scope); instability: two copies from the rewind point with data orders "
              f"{run['seed'] + 101} and {run['seed'] + 202}, {p['points']}-point line on {p['line_images']} "
-             f"test images. Test accuracy (%) at the early-stopping iteration.", "",
+             f"test images. Test accuracy (%) at the early-stopping iteration."), "",
              "| round | remaining | " + " | ".join(f"rewind {k}" for k in run["imp"]) + " |",
              "|---:|---:|" + "---:|" * len(run["imp"])]
     first = next(iter(run["imp"].values()))["rows"]
@@ -296,6 +302,7 @@ def _conv_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
                   marker="o", markersize=3, color=_COLORS[i], label=f"rewind to iteration {k}")
     left.set_xscale("log")
     left.invert_xaxis()
+    percent_ticks(left, [100 * r["remaining"] for r in next(iter(tickets.values()))])
     left.set_xlabel("percent of weights remaining")
     left.set_ylabel("test accuracy (%) at early stop")
     left.legend(fontsize=7)
@@ -319,8 +326,8 @@ def write_report(out: Path) -> Path:
     fc, conv, cs = _load(out, "fc"), _load(out, "conv"), _load(out, "cs")
     any_run = (fc or conv or cs)[0]
     lines = ["# Weak lottery tickets: IMP, controls, rewinding, instability (issue 10)", "",
-             f"Machine: {any_run['machine']}. Generated by `python bench/lottery.py --report` from the part "
-             f"files (`lottery-<part>-seed<N>.json`), {now_utc()}.", ""]
+             (f"Machine: {any_run['machine']}. Generated by `python bench/lottery.py --report` from the part "
+             f"files (`lottery-<part>-seed<N>.json`), {now_utc()}."), ""]
     if fc:
         lines += _fc_section(fc, out)
     if conv:
@@ -329,74 +336,92 @@ def write_report(out: Path) -> Path:
         lines += _cs_section(cs, out)
     optim = _load(out, "cs_optim")
     if optim:
-        lines += _cs_optim_section(optim)
+        lines += _cs_optim_section(optim, out)
     path = out / "lottery.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def _cs_optim_section(runs: list[dict[str, Any]]) -> list[str]:
+def _cs_optim_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
     p = runs[0]["protocol"]
+    imp_runs = _short_imp_runs(out)
     lines = [f"### cs with the optimisers a user brings (lam {p['optim_lam']:g}, seeds {[r['seed'] for r in runs]})",
-             "", "Weights: Adam 1.2e-3 (or the reference's SGD lr 0.1, momentum 0.9, weight decay 1e-4); the "
+             "", ("Weights: Adam 1.2e-3 (or the reference's SGD lr 0.1, momentum 0.9, weight decay 1e-4); the "
              "scores' learning rate and the schedule vary. Remaining weights and ticket test accuracy (%) after "
-             "rewinding and retraining, mean ± sd over seeds.", "",
-             "| optimizer | schedule | scores' lr | remaining | cs ticket |", "|---|---|---:|---:|---:|"]
-    keys = []
-    for row in runs[0]["runs"]:
-        keys.append((row["optimizer"], row["schedule"], row["mask_lr"]))
+             "rewinding and retraining, mean ± sd over seeds, and IMP (`lottery-short/`, same seeds) at the "
+             "sparsity each seed's cs ticket reached."), "",
+             "| optimizer | schedule | scores' lr | remaining | cs ticket | IMP at that sparsity | cs − IMP |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    keys = [(row["optimizer"], row["schedule"], row["mask_lr"]) for row in runs[0]["runs"]]
     for key in keys:
-        cells = [x for r in runs for x in r["runs"] if (x["optimizer"], x["schedule"], x["mask_lr"]) == key]
+        cells = [(x, r["seed"]) for r in runs for x in r["runs"] if (x["optimizer"], x["schedule"], x["mask_lr"]) == key]
+        acc = [x["early_test_accuracy"] for x, _ in cells]
+        imp = [_imp_at(imp_runs[seed]["rows"], x["remaining"])[0] if seed in imp_runs else float("nan")
+               for x, seed in cells]
+        gap = [a - i for a, i in zip(acc, imp) if not math.isnan(i)]
         lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | "
-                     f"{_mean_sd([x['remaining'] for x in cells]).replace(' ± ', '% ± ')}% | "
-                     f"{_mean_sd([x['early_test_accuracy'] for x in cells])} |")
+                     f"{_mean_sd([x['remaining'] for x, _ in cells]).replace(' ± ', '% ± ')}% | {_mean_sd(acc)} | "
+                     f"{_mean_sd([i for i in imp if not math.isnan(i)])} | {_mean_sd(gap)} |")
     return lines + [""]
 
 
-def _imp_at(rows: list[dict[str, Any]], remaining: float) -> tuple[float, int]:
-    """IMP's ticket accuracy at ``remaining`` (log-linear between the two rounds around it) and the rounds
-    IMP trains to get there (round 0 included)."""
-    import math
+def _short_imp_runs(out: Path) -> dict[int, dict[str, Any]]:
+    """The short-protocol IMP runs (what cs is compared with), by seed."""
+    return {r["seed"]: r for r in _load(out / "lottery-short", "fc")} if (out / "lottery-short").exists() else {}
 
+
+def _imp_at(rows: list[dict[str, Any]], remaining: float) -> tuple[float, int, float]:
+    """IMP's ticket accuracy at ``remaining`` (log-linear between the two rounds around it), the trainings
+    IMP runs to get there (round 0 included) and their wall time in seconds (the ticket's rounds only, not
+    the controls')."""
     tickets = sorted((r for r in rows if r["kind"] == "ticket"), key=lambda r: -r["remaining"])
-    for a, b in zip(tickets, tickets[1:]):
+    for a, b in itertools.pairwise(tickets):
         if b["remaining"] <= remaining <= a["remaining"]:
             t = (math.log(a["remaining"]) - math.log(remaining)) / (math.log(a["remaining"]) - math.log(b["remaining"]))
             acc = a["early_test_accuracy"] + t * (b["early_test_accuracy"] - a["early_test_accuracy"])
-            return acc, b["round"] + 1
-    return float("nan"), len(tickets)
+            return acc, b["round"] + 1, sum(r["wall_time"] for r in tickets if r["round"] <= b["round"])
+    return float("nan"), len(tickets), sum(r["wall_time"] for r in tickets)
 
 
 def _cs_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
     from torch_slt.experiment.plots import _COLORS, _figure, _save
+    from torch_slt.lottery.plots import percent_ticks
 
     p = runs[0]["protocol"]
-    imp_runs = {r["seed"]: r for r in _load(out / "lottery-short", "fc")} if (out / "lottery-short").exists() else {}
+    imp_runs = _short_imp_runs(out)
     lines = ["## Continuous sparsification against IMP", "",
-             f"`cs` on the short IMP protocol's data and budget ({p['train_images']} images, {p['epochs']} epochs = "
+             (f"`cs` on the short IMP protocol's data and budget ({p['train_images']} images, {p['epochs']} epochs = "
              f"{p['epochs'] * -(-p['train_images'] // p['batch_size'])} iterations per training): "
              f"{p['search_rounds']} search rounds (Adam 1.2e-3 on the weights, {p['mask_lr']} on the scores, both "
              f"cosine over the round; beta "
              f"1 -> {p['final_temp']:g} per round, `mask_init` {p['mask_init']}), then the ticket rewound to "
              f"initialisation and retrained. Compared with IMP (`lottery-short/`, same seeds and data) at the same "
              f"fraction remaining: IMP's ticket accuracy interpolated log-linearly between its two rounds around "
-             f"it, and the trainings IMP needs to get there (round 0 included). Test accuracy (%) at the "
-             f"early-stopping iteration, mean ± sd over seeds {[r['seed'] for r in runs]}.", "",
-             "| lam | remaining | cs ticket | IMP at that sparsity | cs − IMP | trainings: cs / IMP |",
-             "|---:|---:|---:|---:|---:|---:|"]
+             f"it, and the trainings IMP needs to get there (round 0 included) with their wall time (one torch "
+             f"thread; both with their evaluations; cs's covers its search and its retraining, IMP's its ticket rounds). Test accuracy (%) at the "
+             f"early-stopping iteration, mean ± sd over seeds {[r['seed'] for r in runs]}."), "",
+             ("| lam | remaining | cs ticket | IMP at that sparsity | cs − IMP | trainings: cs / IMP "
+             "| wall seconds: cs / IMP |"),
+             "|---:|---:|---:|---:|---:|---:|---:|"]
     points = []
     for lam in p["lams"]:
         cells = [(x, r["seed"]) for r in runs for x in r["runs"] if x["lam"] == lam]
         rem = [x["remaining"] for x, _ in cells]
         acc = [x["early_test_accuracy"] for x, _ in cells]
-        imp = [_imp_at(imp_runs[seed]["rows"], x["remaining"]) if seed in imp_runs else (float("nan"), 0)
+        imp = [_imp_at(imp_runs[seed]["rows"], x["remaining"]) if seed in imp_runs else (float("nan"), 0, 0.0)
                for x, seed in cells]
-        gap = [a - i for a, (i, _) in zip(acc, imp) if i == i]
+        gap = [a - i for a, (i, _, _) in zip(acc, imp) if not math.isnan(i)]
         per_training = p["epochs"] * -(-p["train_images"] // p["batch_size"])
         cs_cost = statistics.fmean(x["total_iterations"] for x, _ in cells) / per_training
-        imp_cost = statistics.fmean(n for _, n in imp) if imp else float("nan")
-        lines.append(f"| {lam:g} | {100 * statistics.fmean(rem):.2f}% | {_mean_sd(acc)} | "
-                     f"{_mean_sd([i for i, _ in imp if i == i])} | {_mean_sd(gap)} | {cs_cost:.0f} / {imp_cost:.1f} |")
+        imp_cost = statistics.fmean(n for _, n, _ in imp) if imp else float("nan")
+        imp_acc = [i for i, _, _ in imp if not math.isnan(i)]
+        # Sparser than IMP's last round: there is nothing to compare with, and IMP would need more rounds.
+        beyond = "" if imp_acc else "> "
+        imp_cell = _mean_sd(imp_acc) if imp_acc else "beyond IMP's last round"
+        seconds = (statistics.fmean(x["seconds"] for x, _ in cells), statistics.fmean(t for _, _, t in imp))
+        lines.append(f"| {lam:g} | {100 * statistics.fmean(rem):.2f}% | {_mean_sd(acc)} | {imp_cell} | "
+                     f"{_mean_sd(gap)} | {cs_cost:.0f} / {beyond}{imp_cost:.1f} | "
+                     f"{seconds[0]:.0f} / {beyond}{seconds[1]:.0f} |")
         points.append((statistics.fmean(rem), acc))
     fig = _figure(6.4, 4.2)
     ax = fig.subplots()
@@ -411,6 +436,8 @@ def _cs_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
                 marker="s", linestyle="none", label=f"cs ({p['search_rounds'] + 1} trainings per point)")
     ax.set_xscale("log")
     ax.invert_xaxis()
+    if imp_runs:
+        percent_ticks(ax, [q[0] for q in line])
     ax.set_xlabel("percent of weights remaining")
     ax.set_ylabel("test accuracy (%) at early stop")
     ax.grid(alpha=0.3, which="both")

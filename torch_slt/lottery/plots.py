@@ -64,7 +64,7 @@ def plot_imp(results: Sequence[IMPResult], path: str | os.PathLike, *, metric: s
         ax.axhline(lines[TICKET][0][1], color="grey", linestyle=":", linewidth=1, label="dense (round 0)")
     ax.set_xscale("log")
     ax.invert_xaxis()
-    _percent_ticks(ax, [p[0] for p in lines.get(TICKET, [])])
+    percent_ticks(ax, [p[0] for p in lines.get(TICKET, [])])
     ax.set_xlabel("percent of weights remaining")
     ax.set_ylabel("test accuracy (%)" + (" at early stop" if metric.startswith("early") else " at the end"))
     ax.grid(alpha=0.3, which="both")
@@ -73,7 +73,7 @@ def plot_imp(results: Sequence[IMPResult], path: str | os.PathLike, *, metric: s
     return _save(fig, path)
 
 
-def _percent_ticks(ax, remaining: list[float]) -> None:
+def percent_ticks(ax, remaining: list[float]) -> None:
     """Ticks at (at most 8 of) the rounds' remaining percentages, written as plain numbers."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
