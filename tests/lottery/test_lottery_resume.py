@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import torch_slt
 from torch_slt.core.masks import hard_masks
 from torch_slt.experiment.train import TrainConfig
 from torch_slt.lottery import IMPConfig, RunFolderError, imp
@@ -75,6 +76,12 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         imp(_net(), _data(), config=CONFIG, training=TRAINING, run_dir=tmp_path)
 
 
-def test_rewind_past_the_end_of_training_is_refused():
+def test_rewind_past_the_end_of_training_is_refused_and_changes_nothing(tmp_path):
+    net = _net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
     with pytest.raises(RunFolderError, match="rewind=12"):
-        imp(_net(), _data(), config=IMPConfig(rounds=1, rewind=12), training=TRAINING)
+        imp(net, _data(), config=IMPConfig(rounds=1, rewind=12), training=TRAINING, run_dir=tmp_path / "run")
+    assert not torch_slt.is_gated(net)
+    assert before.keys() == net.state_dict().keys()
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert not (tmp_path / "run").exists()

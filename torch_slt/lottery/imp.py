@@ -137,13 +137,20 @@ def imp(model: nn.Module, train: Any, *, val: Any = None, test: Any = None, conf
     if api.is_gated(model):
         raise AlreadyGatedError("imp(): the model is already gated; IMP gates it itself (pass the plain, "
                                 "initial network)")
-    selected = select_targets(model, targets, exclude)   # bad targets fail before anything is written
+    selected = select_targets(model, targets, exclude)   # bad input fails before anything is written
+    _check_rewind(config.rewind, _steps_per_epoch(train, cfg.batch_size) * cfg.epochs)
     folder = _open_folder(run_dir, config, cfg, resume)
     apply_masks(model, {t.qualified: torch.ones_like(t.module._parameters[t.tensor], dtype=torch.bool)
                         for t in selected}, "magnitude", scope=config.scope)
     rates = layer_rates(model, config.prune_rate, config.output_rate, config.scope)
     runner = _Runner(model, train, val, test, config, cfg, folder, resume)
     return runner.run(rates)
+
+
+def _check_rewind(rewind_iteration: int, total_iterations: int) -> None:
+    if rewind_iteration >= total_iterations:
+        raise RunFolderError(f"imp(): rewind={rewind_iteration} is not before the end of training "
+                             f"({total_iterations} iterations); choose an early iteration")
 
 
 def _open_folder(run_dir: Any, config: IMPConfig, cfg: TrainConfig, resume: bool) -> RunFolder | None:
@@ -175,10 +182,6 @@ class _Runner:
             self.point = RewindPoint.load(folder.rewind_path)
 
     def run(self, rates: dict[str, float | None]) -> IMPResult:
-        steps = _steps_per_epoch(self.train, self.cfg.batch_size)
-        if self.config.rewind >= steps * self.cfg.epochs:
-            raise RunFolderError(f"imp(): rewind={self.config.rewind} is not before the end of training "
-                                 f"({steps * self.cfg.epochs} iterations); choose an early iteration")
         if self.point is None and self.config.rewind == 0:
             self._keep_point(capture(self.model, 0))
         for r in range(self.config.rounds + 1):
