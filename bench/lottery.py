@@ -237,7 +237,7 @@ def _fc_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
     lines = [f"## lenet300 on Fashion-MNIST: IMP with random re-init and random mask ({len(runs)} seeds)", "",
              (f"Protocol: {p['train_images']} training images, {p['epochs']} epochs per round (batch "
              f"{p['batch_size']}, Adam 1.2e-3 with a cosine decay over the round, "
-             f"{p['epochs'] * -(-p['train_images'] // p['batch_size'])} iterations), validation 10 % of the training set (early stopping every {p['eval_every']} "
+             f"{_iterations_per_training(p)} iterations), validation 10 % of the training set (early stopping every {p['eval_every']} "
              f"iterations), full test set; prune rate {p['prune_rate']} per round, output layer at half rate, "
              f"scope {p['scope']}, rewind to 0; seeds {[r['seed'] for r in runs]} (network, data order, "
              f"controls). Test accuracy (%) at the early-stopping iteration, mean ± sd over seeds."), "",
@@ -356,18 +356,30 @@ def _cs_optim_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
     for key in keys:
         cells = [(x, r["seed"]) for r in runs for x in r["runs"] if (x["optimizer"], x["schedule"], x["mask_lr"]) == key]
         acc = [x["early_test_accuracy"] for x, _ in cells]
-        imp = [_imp_at(imp_runs[seed]["rows"], x["remaining"])[0] if seed in imp_runs else float("nan")
-               for x, seed in cells]
-        gap = [a - i for a, i in zip(acc, imp) if not math.isnan(i)]
+        imp, gap = _against_imp(cells, imp_runs)
         lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | "
                      f"{_mean_sd([x['remaining'] for x, _ in cells]).replace(' ± ', '% ± ')}% | {_mean_sd(acc)} | "
-                     f"{_mean_sd([i for i in imp if not math.isnan(i)])} | {_mean_sd(gap)} |")
+                     f"{_mean_sd([i for i, _, _ in imp if not math.isnan(i)])} | {_mean_sd(gap)} |")
     return lines + [""]
 
 
 def _short_imp_runs(out: Path) -> dict[int, dict[str, Any]]:
     """The short-protocol IMP runs (what cs is compared with), by seed."""
     return {r["seed"]: r for r in _load(out / "lottery-short", "fc")} if (out / "lottery-short").exists() else {}
+
+
+def _iterations_per_training(p: dict[str, Any]) -> int:
+    return p["epochs"] * -(-p["train_images"] // p["batch_size"])
+
+
+def _against_imp(cells: list[tuple[dict[str, Any], int]], imp_runs: dict[int, dict[str, Any]]
+                 ) -> tuple[list[tuple[float, int, float]], list[float]]:
+    """For each (cs row, seed): IMP of the same seed at the row's sparsity (:func:`_imp_at`; NaN without an
+    IMP run), and the accuracy gaps cs − IMP where IMP reaches that sparsity."""
+    imp = [_imp_at(imp_runs[seed]["rows"], x["remaining"]) if seed in imp_runs else (float("nan"), 0, 0.0)
+           for x, seed in cells]
+    gap = [x["early_test_accuracy"] - i for (x, _), (i, _, _) in zip(cells, imp) if not math.isnan(i)]
+    return imp, gap
 
 
 def _imp_at(rows: list[dict[str, Any]], remaining: float) -> tuple[float, int, float]:
@@ -391,7 +403,7 @@ def _cs_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
     imp_runs = _short_imp_runs(out)
     lines = ["## Continuous sparsification against IMP", "",
              (f"`cs` on the short IMP protocol's data and budget ({p['train_images']} images, {p['epochs']} epochs = "
-             f"{p['epochs'] * -(-p['train_images'] // p['batch_size'])} iterations per training): "
+             f"{_iterations_per_training(p)} iterations per training): "
              f"{p['search_rounds']} search rounds (Adam 1.2e-3 on the weights, {p['mask_lr']} on the scores, both "
              f"cosine over the round; beta "
              f"1 -> {p['final_temp']:g} per round, `mask_init` {p['mask_init']}), then the ticket rewound to "
@@ -408,12 +420,9 @@ def _cs_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
         cells = [(x, r["seed"]) for r in runs for x in r["runs"] if x["lam"] == lam]
         rem = [x["remaining"] for x, _ in cells]
         acc = [x["early_test_accuracy"] for x, _ in cells]
-        imp = [_imp_at(imp_runs[seed]["rows"], x["remaining"]) if seed in imp_runs else (float("nan"), 0, 0.0)
-               for x, seed in cells]
-        gap = [a - i for a, (i, _, _) in zip(acc, imp) if not math.isnan(i)]
-        per_training = p["epochs"] * -(-p["train_images"] // p["batch_size"])
-        cs_cost = statistics.fmean(x["total_iterations"] for x, _ in cells) / per_training
-        imp_cost = statistics.fmean(n for _, n, _ in imp) if imp else float("nan")
+        imp, gap = _against_imp(cells, imp_runs)
+        cs_cost = statistics.fmean(x["total_iterations"] for x, _ in cells) / _iterations_per_training(p)
+        imp_cost = statistics.fmean(n for _, n, _ in imp)
         imp_acc = [i for i, _, _ in imp if not math.isnan(i)]
         # Sparser than IMP's last round: there is nothing to compare with, and IMP would need more rounds.
         beyond = "" if imp_acc else "> "
