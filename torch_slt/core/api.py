@@ -13,11 +13,13 @@ from torch_slt.core.validation import check_kwargs
 from torch_slt.core.base import SLTMethod, refuse_if_pruned, refuse_if_uninitialized
 from torch_slt.core.errors import AlreadyGatedError, NotGatedError
 from torch_slt.core.registry import get_method
+from torch_slt.core.gated import HISTORY_ATTR as _HISTORY_ATTR
+from torch_slt.core.gated import GatedTensor, gated_tensors
+from torch_slt.core.gated import qualified_name as _qualify
 from torch_slt.core.targets import Selector, Target, select_targets
 
 # Attributes torch_slt keeps on the root model; plain attributes, so never in the state_dict.
 _FROZEN_ATTR = "_slt_frozen"      # {parameter name: requires_grad before apply froze it}
-_HISTORY_ATTR = "_slt_history"    # {tensor name: method name}, kept after finalize for report()
 
 
 def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: Selector = None,
@@ -142,25 +144,6 @@ def _freeze_non_gates(model: nn.Module) -> None:
             param.requires_grad_(False)
 
 
-def gated_tensors(model: nn.Module) -> Iterator[tuple[str, nn.Module, SLTMethod]]:
-    """Yield ``(module name, module, hook)`` for every tensor gated by torch_slt.
-
-    Raises if a ``torch.nn.utils.prune`` method was stacked on top of a torch_slt gate, because torch
-    then ignores the gate silently.
-    """
-    for module_name, module in model.named_modules():
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, SLTMethod):
-                yield module_name, module, hook
-            elif isinstance(hook, prune.PruningContainer) and any(
-                    isinstance(h, SLTMethod) for h in hook._pruning_methods):
-                raise AlreadyGatedError(
-                    f"module {module_name!r}: a torch.nn.utils.prune method was stacked on a torch_slt "
-                    f"gate, so torch now ignores the gate. Gate each tensor once: finalize first, then "
-                    f"prune again."
-                )
-
-
 def is_gated(model: nn.Module) -> bool:
     """Whether any tensor of ``model`` carries a torch_slt gate."""
     return next(gated_tensors(model), None) is not None
@@ -188,12 +171,10 @@ def penalty(model: nn.Module) -> Tensor:
     computed in float32 at least, is differentiable in the gates only, and is a zero tensor when the
     model has no such gates.
 
-    Gates applied with a ``sparsity`` target (``apply(model, "stg", sparsity=0.9)``) adapt their
-    ``lam``: each call made in training mode with autograd enabled first takes one step on lam
-    (see :mod:`torch_slt.methods._gates`), so call it once per optimisation step, as part of the loss.
+    Calling it has no side effect: it never advances a schedule (sparsity targets and ``cs`` count
+    optimizer steps, see :mod:`torch_slt.core.schedule`), so extra calls for logging change nothing.
     """
     gated = [(module, hook) for _, module, hook in gated_tensors(model)]
-    _step_sparsity_targets(gated)
     terms, total = [], 0
     for module, hook in gated:
         expected = hook.expected_kept(module)
@@ -210,17 +191,6 @@ def penalty(model: nn.Module) -> Tensor:
     if not terms:
         return torch.zeros((), device=_device_of(model))
     return torch.stack(terms).sum() / total
-
-
-def _step_sparsity_targets(gated: list[tuple[nn.Module, SLTMethod]]) -> None:
-    """One lam update per sparsity target (shared by the tensors of one ``apply`` call)."""
-    groups: dict[int, tuple[Any, list]] = {}
-    for module, hook in gated:
-        target = getattr(hook, "sparsity_target", None)
-        if target is not None:
-            groups.setdefault(id(target), (target, []))[1].append((module, hook))
-    for target, members in groups.values():
-        target.step(members)
 
 
 def finalize(model: nn.Module) -> nn.Module:
@@ -254,10 +224,6 @@ def finalize(model: nn.Module) -> nn.Module:
         if name in params:
             params[name].requires_grad_(flag)
     return model
-
-
-def _qualify(module_name: str, tensor_name: str) -> str:
-    return f"{module_name}.{tensor_name}" if module_name else tensor_name
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -51,6 +51,19 @@ class SLTMethod(prune.BasePruningMethod):
     fields: ClassVar[tuple[str, ...]] = ()
 
     _tensor_name: str | None = None
+    #: How many readers of this weight (:mod:`torch_slt.core.checks`) are running: while one is, the
+    #: weight it computed serves the whole forward and the gate's own pre-hook does not recompute it.
+    _reader_depth: int = 0
+
+    def __call__(self, module: nn.Module, inputs: Any) -> None:
+        """The forward pre-hook: recompute ``module.<tensor>``, unless a reader already did for this forward."""
+        if self._reader_depth:
+            return
+        self.refresh(module, inputs)
+
+    def refresh(self, module: nn.Module, inputs: Any = None) -> None:
+        """Recompute ``module.<tensor>`` from the gate now (train mode: a fresh sample)."""
+        setattr(module, self._tensor_name, self.apply_mask(module))
 
     # ------------------------------------------------------------------ what a subclass provides
     def hard_mask(self, module: nn.Module) -> Tensor:
@@ -81,6 +94,10 @@ class SLTMethod(prune.BasePruningMethod):
     def init_state(self, module: nn.Module, orig: Tensor, mask: Tensor | None,
                    importance_scores: Tensor | None) -> None:
         """Register the method's own tensors on ``module`` (called once, inside ``apply``)."""
+
+    def clock(self) -> Any:
+        """The schedule this gate's optimizer steps advance (:mod:`torch_slt.core.schedule`), or None."""
+        return None
 
     def plan(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]:
         """Per-target keyword arguments for :meth:`apply`, worked out on the whole model.
@@ -190,7 +207,8 @@ class SLTMethod(prune.BasePruningMethod):
         # Helper hooks this gate owns: its state_dict metadata hook, and the refresh hooks that
         # torch_slt.core.checks installs on modules that read this weight in their own forward.
         for hooked in [module, *self.__dict__.pop("_hooked_modules", [])]:
-            for hooks in (hooked._forward_pre_hooks, hooked._forward_hooks, hooked._state_dict_hooks):
+            for hooks in (hooked._forward_pre_hooks, hooked._forward_hooks, hooked._state_dict_hooks,
+                          hooked._state_dict_pre_hooks, hooked._load_state_dict_pre_hooks):
                 for key in [k for k, h in hooks.items() if getattr(h, "owner", None) is self]:
                     del hooks[key]
         module._parameters[name] = orig
@@ -233,7 +251,7 @@ class LearnedMaskMethod(SLTMethod):
         self._keep_fields_float32(module)
         mask = self.forward_mask(module)  # once per forward: for the buffer and the weight
         buffer = module._buffers.get(name + "_mask")
-        if buffer is not None:
+        if buffer is not None and buffer is not mask:
             with torch.no_grad():
                 buffer.copy_(mask)
         if module.training:
