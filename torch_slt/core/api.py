@@ -174,10 +174,15 @@ def named_mask_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]
             yield _qualify(module_name, key), module._parameters[key]
 
 
-def mask_parameters(model: nn.Module) -> list[nn.Parameter]:
+def mask_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
     """The learned gate Parameters, to hand to an optimizer:
-    ``torch.optim.Adam(torch_slt.mask_parameters(model), lr=1e-2)``."""
-    return [p for _, p in named_mask_parameters(model)]
+    ``torch.optim.Adam(torch_slt.mask_parameters(model), lr=1e-2)``.
+
+    An iterator, like ``nn.Module.parameters()`` (and :func:`named_mask_parameters`): wrap it in
+    ``list(...)`` to count or reuse it.
+    """
+    for _, param in named_mask_parameters(model):
+        yield param
 
 
 def penalty(model: nn.Module) -> Tensor:
