@@ -100,7 +100,7 @@ def _finish(prep: Prepared, result: Any, out: Path, t_start: float) -> dict[str,
             if s.training.train_weights or torch_slt.get_method(s.method).trains_weights:
                 # a weak ticket: trained values are stored, as expected
                 warnings.filterwarnings("ignore", message=r"save_ticket\(\): none of the model's weights")
-            torch_slt.save_ticket(staging / "ticket.slt.safetensors", model_cpu, prep.spec,
+            torch_slt.save_ticket(model_cpu, staging / "ticket.slt.safetensors", prep.spec,
                                   metadata={"method": s.method, "test_accuracy": test_acc})
         _plot(sparsity, staging, s, test_acc)
         report = _report(prep, result, sparsity, val_acc, test_acc, t_start, staging)
@@ -123,7 +123,8 @@ def _compact(prep: Prepared, out: Path, quiet: bool) -> None:
     # Closed channels' BatchNorm statistics -> 0 so that they output exactly 0 (see docs/compact.md).
     recalibrate_batchnorm(model, [train_x[i:i + 256] for i in range(0, min(len(train_x), 2048), 256)])
     model.eval()
-    small, rep = torch_slt.compact(model, train_x[:64])
+    small = torch_slt.compact(model, train_x[:64], return_report=False)
+    rep = small.__dict__.pop("compact_report")  # not pickled into compact_model.pt
     test_acc = accuracy(small, prep.splits.test)
     torch.save(small, out / "compact_model.pt")
     body = {"test_accuracy": test_acc, "params_before": rep.params_before, "params_after": rep.params_after,

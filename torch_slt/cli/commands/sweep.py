@@ -245,6 +245,6 @@ def _save_ticket(prep: Any, row: dict[str, Any], out: Path, label: str) -> str:
         if prep.settings.training.train_weights or row["method"] == "dense":
             warnings.filterwarnings("ignore", message=r"save_ticket\(\): none of the model's weights")
         meta = {"method": row["method"], "test_accuracy": row["test_accuracy"]}
-        path = torch_slt.save_ticket(tickets / f"{label}.slt.safetensors", prep.model.to("cpu"), prep.spec,
+        path = torch_slt.save_ticket(prep.model.to("cpu"), tickets / f"{label}.slt.safetensors", prep.spec,
                                      metadata=meta)
     return str(Path(path).relative_to(out))
