@@ -65,9 +65,9 @@ def _twin(method: str) -> Callable[..., nn.Module]:
     twin.__name__ = twin.__qualname__ = method
     twin.__module__ = __name__
     twin.__signature__ = _signature(cls)
-    twin.__doc__ = (f"Gate ``module.<name>`` with ``{method}`` ({cls.description or cls.__name__}) in place and "
-                    f"return ``module``: ``torch_slt.apply(model, {method!r}, ...)`` on one tensor of one "
-                    f"module, freezing nothing. See :mod:`torch_slt.prune`.\n\n"
+    twin.__doc__ = (f"Gate ``module.<name>`` with ``{method}`` ({cls.description or cls.__name__}) in place "
+                    f"and return ``module``: ``torch_slt.apply(model, {method!r}, ...)`` on one tensor of "
+                    f"one module, freezing nothing. See :mod:`torch_slt.prune`.\n\n"
                     f"{cls.__name__}: {inspect.cleandoc(cls.__doc__ or '')}")
     return twin
 

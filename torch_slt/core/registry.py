@@ -126,8 +126,8 @@ def get_method(method: str | type[SLTMethod]) -> type[SLTMethod]:
     if key in _ALIASES:
         canonical, deprecated = _ALIASES[key]
         if deprecated:
-            warnings.warn(f"method {method!r} is deprecated and renamed {canonical!r}; use {canonical!r} (the "
-                          f"old name goes away in a later release)", FutureWarning, stacklevel=3)
+            warnings.warn(f"method {method!r} is deprecated and renamed {canonical!r}; use {canonical!r} "
+                          f"(the old name goes away in a later release)", FutureWarning, stacklevel=3)
         return _METHODS[canonical]
     close = difflib.get_close_matches(key, list(_METHODS) + list(_ALIASES), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
