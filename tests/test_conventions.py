@@ -88,6 +88,23 @@ def test_mask_parameters_is_an_iterator_like_parameters():
                                                                             model[2].weight_mu]
 
 
+def test_what_code_for_the_old_list_asks_still_answers_with_a_future_warning():
+    model = torch_slt.apply(mlp(), "stg", lam=0.1)
+    gates = [model[0].weight_mu, model[2].weight_mu]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # the new spellings never warn
+        assert list(torch_slt.mask_parameters(model)) == gates
+        torch.nn.utils.clip_grad_norm_(torch_slt.mask_parameters(model), 1.0)
+    with pytest.warns(FutureWarning, match=r"use list\(torch_slt.mask_parameters\(model\)\)"):
+        assert torch_slt.mask_parameters(model)[1] is gates[1]
+    with pytest.warns(FutureWarning, match="truth value"):
+        assert not torch_slt.mask_parameters(mlp())      # an ungated model: no gates, as [] was
+    with pytest.warns(FutureWarning, match="comparing it with a list"):
+        assert torch_slt.mask_parameters(model) == gates
+    with pytest.raises(TypeError):
+        len(torch_slt.mask_parameters(model))
+
+
 # ------------------------------------------------------------------ saving and loading
 def test_save_and_load_take_the_object_first_and_map_location(tmp_path):
     from torch_slt.experiment.zoo import ModelSpec, build_model
