@@ -157,10 +157,53 @@ def named_mask_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]
             yield _qualify(module_name, key), module._parameters[key]
 
 
-def mask_parameters(model: nn.Module) -> list[nn.Parameter]:
+def mask_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
     """The learned gate Parameters, to hand to an optimizer:
-    ``torch.optim.Adam(torch_slt.mask_parameters(model), lr=1e-2)``."""
-    return [p for _, p in named_mask_parameters(model)]
+    ``torch.optim.Adam(torch_slt.mask_parameters(model), lr=1e-2)``.
+
+    An iterator, like ``nn.Module.parameters()`` (and :func:`named_mask_parameters`): wrap it in
+    ``list(...)`` to count or reuse it. Until 0.2 this was a list; indexing it, its truth value and
+    ``==`` with a list keep the list's answers for one release, with a ``FutureWarning``.
+    """
+    return _GateParameters([param for _, param in named_mask_parameters(model)])
+
+
+class _GateParameters:
+    """The iterator :func:`mask_parameters` returns. It also answers what code written for the old
+    list asks of it (``params[0]``, ``if not params``, ``params == [...]``), warning, because a plain
+    iterator would answer ``if not params`` with False, silently. No ``__len__``: ``list()`` would
+    call it (as a length hint) and warn on correct code; ``len()`` raises ``TypeError`` instead."""
+
+    __hash__ = object.__hash__
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        self._params, self._next = params, 0
+
+    def __iter__(self) -> _GateParameters:
+        return self
+
+    def __next__(self) -> nn.Parameter:
+        if self._next >= len(self._params):
+            raise StopIteration
+        self._next += 1
+        return self._params[self._next - 1]
+
+    def _as_list(self, use: str) -> list[nn.Parameter]:
+        warnings.warn(f"mask_parameters() returns an iterator, as nn.Module.parameters() does; {use} works "
+                      f"as on the old list for one more release: use list(torch_slt.mask_parameters(model))",
+                      FutureWarning, stacklevel=3)
+        return self._params
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._as_list("indexing it")[index]
+
+    def __bool__(self) -> bool:
+        return bool(self._as_list("its truth value"))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, list):
+            return self._as_list("comparing it with a list") == other
+        return NotImplemented
 
 
 def penalty(model: nn.Module) -> Tensor:

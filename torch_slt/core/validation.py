@@ -1,10 +1,29 @@
-"""Argument checks shared by the API and the methods. Each message names the bad value and the fix."""
+"""Argument checks shared by the API and the methods. Each message names the bad value and the fix.
+
+One rule, as in Python itself: a value of the wrong **type** (a string for a number, a float for a step
+count, a bool anywhere a number goes) raises ``TypeError``; a value of the right type that is **out of
+range** (a negative ``lam``, ``sparsity=1.5``, an unknown choice) raises ``ValueError`` (``NonFiniteError``,
+a ``ValueError``, for NaN and infinity). Keywords the method does not take, and both ``sparsity`` and
+``amount`` at once, are ``TypeError`` as Python raises for a bad call. A number is any real number:
+``int``, ``float`` and numpy scalars such as ``np.float32`` (``numbers.Real``), never ``bool``.
+"""
 
 from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from typing import Any, Iterable
+
+
+def _is_real(value: Any) -> bool:
+    """A real number (``numbers.Real``: int, float, numpy scalars), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_integer(value: Any) -> bool:
+    """An integer (``numbers.Integral``: int, numpy integers), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def sparsity_or_amount(sparsity: Any, amount: Any, who: str) -> tuple[Any, str]:
@@ -18,7 +37,7 @@ def sparsity_or_amount(sparsity: Any, amount: Any, who: str) -> tuple[Any, str]:
     if sparsity is not None:
         raise TypeError(f"{who}: got both sparsity={sparsity!r} and amount={amount!r}; amount is torch's "
                         f"name for sparsity (the fraction of weights removed): pass only one")
-    if isinstance(amount, int) and not isinstance(amount, bool):
+    if _is_integer(amount):
         raise TypeError(f"{who}: amount={amount!r} is an int, which torch.nn.utils.prune reads as a number "
                         f"of weights; torch_slt takes the fraction removed, a float in [0, 1) such as "
                         f"amount=0.9")
@@ -35,7 +54,7 @@ def check_sparsity(sparsity: Any, who: str, *, required: bool = True, name: str 
                 f"e.g. sparsity=0.9"
             )
         return None
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+    if not _is_real(sparsity):
         raise TypeError(f"{who}: {name} must be a float in [0, 1), got {sparsity!r}")
     if not (0.0 <= float(sparsity) < 1.0) or math.isnan(sparsity):
         raise ValueError(
@@ -62,7 +81,7 @@ def check_positive(name: str, value: Any, who: str) -> float:
 def _check_finite_number(name: str, value: Any, who: str) -> None:
     """A real number that is neither NaN nor infinite: ``lam=inf`` would make every gate close at the
     first step (and ``inf * 0`` in the penalty is NaN), so it is refused like NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_real(value):
         raise TypeError(f"{who}: {name} must be a number, got {value!r}")
     if not math.isfinite(value):
         from torch_slt.core.errors import NonFiniteError
@@ -77,7 +96,10 @@ def check_finite(name: str, value: Any, who: str) -> float:
 
 
 def check_probability(name: str, value: Any, who: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+    """A number strictly between 0 and 1."""
+    if not _is_real(value):
+        raise TypeError(f"{who}: {name} must be a number strictly between 0 and 1, got {value!r}")
+    if not 0.0 < value < 1.0:
         raise ValueError(f"{who}: {name}={value!r} must be a probability strictly between 0 and 1")
     return float(value)
 
@@ -86,21 +108,29 @@ def check_optional_positive_int(name: str, value: Any, who: str) -> int | None:
     """``None`` or an integer >= 1 (a step count)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not _is_integer(value):
+        raise TypeError(f"{who}: {name} must be an int (a number of optimiser steps, e.g. "
+                        f"len(loader) * epochs) or None, got {value!r}")
+    if value < 1:
         raise ValueError(f"{who}: {name}={value!r} must be a positive integer (a number of optimiser steps, "
                          f"e.g. len(loader) * epochs) or None")
-    return value
+    return int(value)
 
 
 def check_fraction(name: str, value: Any, who: str) -> float:
     """A number in (0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+    if not _is_real(value):
+        raise TypeError(f"{who}: {name} must be a number in (0, 1], got {value!r}")
+    if not 0.0 < value <= 1.0:
         raise ValueError(f"{who}: {name}={value!r} must be a fraction in (0, 1]")
     return float(value)
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    """One of ``choices`` (strings): another type is a ``TypeError``, another string a ``ValueError``."""
     choices = tuple(choices)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {', '.join(map(repr, choices))}; got {value!r}")
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
     return value
