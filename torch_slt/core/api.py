@@ -250,7 +250,7 @@ def finalize(model: nn.Module) -> nn.Module:
         NonFiniteGateError: a gate holds NaN or infinity (e.g. after a step on a NaN batch); the model
             is left gated and unchanged, and the message names the tensors and the fix.
     """
-    from torch_slt.core.finite import check_finite_gates
+    from torch_slt.core.health import check_finite_gates
     from torch_slt.core.health import warn_about_ticket
 
     gated = list(gated_tensors(model))

@@ -88,7 +88,7 @@ class SLTMethod(prune.BasePruningMethod):
 
     def penalty_lam(self, module: nn.Module) -> float | Tensor:
         """The multiplier of this tensor's term in :func:`torch_slt.penalty` (methods with a penalty
-        have a ``lam``; the gate methods adapt it when given a sparsity target)."""
+        have a ``lam``; it is a constant, also with a sparsity target)."""
         return self.lam
 
     def init_state(self, module: nn.Module, orig: Tensor, mask: Tensor | None,

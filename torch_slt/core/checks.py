@@ -41,11 +41,10 @@ _METADATA_ONLY = {"dtype", "device", "shape", "size", "ndim", "dim", "numel", "i
 
 @dataclass(frozen=True)
 class Reader:
-    """``reader`` (named ``reader_name``) reads the weight of ``target`` (named ``target_name``)."""
+    """``reader`` (named ``reader_name``) reads ``target.<tensor>`` in its own forward."""
 
     reader_name: str
     reader: nn.Module
-    target_name: str
     target: nn.Module
     metadata_only: bool
     tensor: str = "weight"
@@ -103,7 +102,7 @@ def check_targets(model: nn.Module, selected: list) -> list[Reader]:
                 f"the shared tensor under both names. Leave it out with exclude=[{name!r}], or untie it "
                 f"first: model.{name}.{tensor} = torch.nn.Parameter(model.{name}.{tensor}.detach().clone())."
             )
-    by_tensor = {(id(t[1]), getattr(t, "tensor", "weight")): t[0] for t in selected}
+    by_tensor = {(id(t[1]), getattr(t, "tensor", "weight")) for t in selected}
     readers = []
     for reader_name, reader in model.named_modules():
         for path, tensor, meta in _weight_reads(type(reader)):
@@ -113,7 +112,7 @@ def check_targets(model: nn.Module, selected: list) -> list[Reader]:
                 continue
             key = (id(target), tensor)
             if key in by_tensor and target is not reader:
-                readers.append(Reader(reader_name, reader, by_tensor[key], target, meta, tensor))
+                readers.append(Reader(reader_name, reader, target, meta, tensor))
     return readers
 
 

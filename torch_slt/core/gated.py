@@ -80,6 +80,12 @@ def gated_tensors(model: nn.Module) -> Iterator[GatedTensor]:
                 )
 
 
+def record_gate_history(model: nn.Module, history: dict[str, str]) -> None:
+    """Record ``{qualified tensor name: method name}`` as gated on ``model`` (a ticket rebuilt from a
+    file keeps what its methods were, for :func:`torch_slt.report`)."""
+    model.__dict__.setdefault(HISTORY_ATTR, {}).update(history)
+
+
 def gate_history(model: nn.Module) -> dict[str, str]:
     """``{qualified tensor name: method name}`` of every tensor ever gated on ``model`` (also after
     :func:`torch_slt.finalize`); a copy."""

@@ -38,7 +38,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torch_slt.core.api import _HISTORY_ATTR, finalize, is_gated
+from torch_slt.core.api import finalize, is_gated
+from torch_slt.core.gated import gate_history, record_gate_history
 from torch_slt.core.errors import TicketMismatchError
 from torch_slt.core.targets import is_default_target
 from torch_slt.experiment.zoo import TIMM_PREFIX, ModelSpec, build_model
@@ -140,7 +141,7 @@ def save_ticket(model: nn.Module, path: str | os.PathLike, spec: ModelSpec,
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"save_ticket(): metadata must be a dict or None, got {type(metadata).__name__}")
     user = json.dumps(metadata or {}, sort_keys=True, default=_json_default)
-    history = dict(model.__dict__.get(_HISTORY_ATTR) or {})
+    history = gate_history(model)
     if is_gated(model):
         final = finalize(copy.deepcopy(model))
     else:
@@ -310,7 +311,7 @@ def load_ticket(path: str | os.PathLike, *,
         for name, tensor in tensors.items():
             if name.startswith("state/"):
                 state[name[len("state/"):]].copy_(tensor)
-    model.__dict__[_HISTORY_ATTR] = dict(info["gated"])
+    record_gate_history(model, dict(info["gated"]))
     return model.to(map_location).eval(), spec, info["metadata"]
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from torch_slt.core.api import gated_tensors, mask_parameters, penalty
-from torch_slt.core.finite import check_finite_gates
+from torch_slt.core.health import check_finite_gates
 from torch_slt.experiment.train.batches import _loader, _logits, _to, accuracy, method_of, resolve_device
 from torch_slt.experiment.train.checkpoint import (_load_checkpoint, _rng_state, _save_checkpoint,
                                                   _set_rng_state)
