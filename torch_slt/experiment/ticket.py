@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch_slt.core.api import _HISTORY_ATTR, finalize, is_gated
 from torch_slt.core.errors import TicketMismatchError
 from torch_slt.core.targets import is_default_target
+from torch_slt.experiment.files import atomic_write
 from torch_slt.experiment.zoo import TIMM_PREFIX, ModelSpec, build_model
 
 FORMAT = "torch-slt-ticket"
@@ -206,14 +207,7 @@ def _check_same_architecture(state: dict[str, Tensor], ref: dict[str, Tensor], s
 def _atomic_save(tensors: dict[str, Tensor], path: Path, info: dict[str, str]) -> Path:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=info)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=info))
 
 
 # ---------------------------------------------------------------------------------------- load

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from torch_slt.experiment.files import atomic_write
 from torch_slt.experiment.train.config import _RESUME_FREE, TrainConfig
 
 def _rng_state(loader_gen: torch.Generator) -> dict[str, Any]:
@@ -43,9 +43,9 @@ def _as_tuple(obj: Any) -> Any:
 
 
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)   # a kill during the write leaves the previous checkpoint intact
+    # a kill during the write leaves the previous checkpoint intact; a failed write (disk full) leaves
+    # no checkpoint.pt.tmp
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _load_checkpoint(path: Path, cfg: TrainConfig, method: str | None) -> dict[str, Any]:
