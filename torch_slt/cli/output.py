@@ -97,7 +97,8 @@ def save_state_dict(path: Path, model: torch.nn.Module, spec: Any) -> None:
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={"format": "pt", "torch_slt": torch_slt.__version__,
+    # "torch_slt_version", not "torch_slt": that header key holds the gate metadata torch_slt.load_file reads
+    save_file(tensors, str(path), metadata={"format": "pt", "torch_slt_version": torch_slt.__version__,
                                             "spec": json.dumps(spec.to_dict())})
 
 

@@ -100,8 +100,9 @@ def read_config(out: Path, command: str) -> dict[str, Any] | None:
                        f"new run with another --out.")
     if saved["command"] != command:
         article = "an" if command[0] in "aeiou" else "a"
-        raise CLIError(f"--out {out} holds a '{saved['command']}' run, not {article} {command} run; resume it with 'torch-slt {saved['command']} --out {out} --resume', "
-                       f"or choose another --out.")
+        other = saved["command"]
+        raise CLIError(f"--out {out} holds a '{other}' run, not {article} {command} run; resume it with "
+                       f"'torch-slt {other} --out {out} --resume', or choose another --out.")
     return saved
 
 

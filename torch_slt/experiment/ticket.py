@@ -263,7 +263,8 @@ def _read_header(path: Path) -> dict[str, str]:
             return dict(fh.metadata() or {})
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
         raise TicketFormatError(f"{path} is not a readable safetensors file ({type(err).__name__}: {err}): "
-                                f"empty, truncated or damaged; save the ticket again or copy it again") from None
+                                f"empty, truncated or damaged; save the ticket again or copy it "
+                                f"again") from None
 
 
 def _parse_header(path: Path, raw: dict[str, str]) -> dict[str, Any]:
@@ -306,8 +307,8 @@ def _field(path: Path, raw: dict[str, str], name: str, parse: Any) -> Any:
     try:
         return parse(raw[name])
     except (ValueError, TypeError, KeyError) as err:
-        raise TicketFormatError(f"{path}: the header field {name!r} is malformed ({raw[name][:60]!r}: {err}); "
-                                f"the file is damaged") from None
+        raise TicketFormatError(f"{path}: the header field {name!r} is malformed ({raw[name][:60]!r}: "
+                                f"{err}); the file is damaged") from None
 
 
 def _json_of(kind: type) -> Any:
@@ -405,7 +406,8 @@ def load_ticket(path: str | os.PathLike, *,
     return model.to(map_location).eval(), spec, info["metadata"]
 
 
-def _baked(path: Path, key: str, state: dict[str, Tensor], tensors: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+def _baked(path: Path, key: str, state: dict[str, Tensor],
+           tensors: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     """The finalized value of gated tensor ``key`` (and its mask), every size checked first."""
     if key not in state:
         raise TicketFormatError(f"{path}: the gated tensor {key!r} is not in the model its spec builds; the "

@@ -51,7 +51,8 @@ class RunFolder:
         """Create the folder, or check that the run in it has ``settings`` (when resuming)."""
         file = self.path / self.SETTINGS
         if file.exists():
-            saved = _read(file, _json_object, "it holds the run's settings; start the run over in a new folder")
+            saved = _read(file, _json_object,
+                          "it holds the run's settings; start the run over in a new folder")
             if not resume:
                 raise RunFolderError(f"{self.path} already holds an IMP run; pass resume=True (--resume) to "
                                      f"continue it, or choose another folder")

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from torch_slt.core import api
-from torch_slt.core.errors import AlreadyGatedError
+from torch_slt.core.errors import AlreadyGatedError, SLTError
 from torch_slt.core.masks import apply_masks, hard_masks, narrow_masks
 from torch_slt.core.targets import Selector, select_targets
 from torch_slt.experiment.train.config import TrainConfig
@@ -250,13 +250,29 @@ class _Runner:
         if self.folder is not None and r > 0:
             stored = self.folder.load_masks(r)
             if stored is not None:
-                narrow_masks(self.model, stored)
+                self._narrow(r, stored)
         if self.folder is not None and r == 0 and self.folder.load_masks(0) is None:
             self.folder.save_masks(0, hard_masks(self.model))
         if r > 0:
             if self.point is None:
                 raise RunFolderError("imp(): no rewind point was stored; the run folder is incomplete")
             rewind(self.model, self.point)
+
+    def _narrow(self, r: int, stored: dict[str, torch.Tensor]) -> None:
+        """Narrow the model to round ``r``'s stored mask; a file that does not hold a mask for every
+        pruned tensor (empty, or of another model) names itself instead of training the wrong mask."""
+        path = self.folder.mask_path(r)
+        gated = set(hard_masks(self.model))
+        if set(stored) != gated:
+            missing, extra = sorted(gated - set(stored)), sorted(set(stored) - gated)
+            raise RunFolderError(f"{path} does not hold round {r}'s mask of this model (missing: "
+                                 f"{', '.join(missing) or '-'}; unexpected: {', '.join(extra) or '-'}); delete "
+                                 f"it and the rows from round {r - 1} on in rounds.json, or start over")
+        try:
+            narrow_masks(self.model, stored)
+        except (SLTError, ValueError, TypeError) as err:
+            raise RunFolderError(f"{path}: {err}; delete it and the rows from round {r - 1} on in "
+                                 f"rounds.json, or start over") from None
 
     def _train(self, net: nn.Module, r: int, kind: str) -> TrainRun:
         ckpt = self.folder.checkpoint(r, kind) if self.folder is not None else None
@@ -296,8 +312,8 @@ def _row(folder: RunFolder, row: dict[str, Any]) -> RoundResult:
     try:
         return RoundResult(**row)
     except TypeError as err:
-        raise RunFolderError(f"cannot read {folder.path / folder.ROUNDS}: a row does not fit ({err}); restore "
-                             f"the file, or start the run over in a new folder") from None
+        raise RunFolderError(f"cannot read {folder.path / folder.ROUNDS}: a row does not fit ({err}); "
+                             f"restore the file, or start the run over in a new folder") from None
 
 
 def _kept_fraction(model: nn.Module) -> float:

@@ -222,6 +222,18 @@ def _instability(model: torch.nn.Module, splits: Any, training: Any, result: Any
     return {"instability": res.to_dict(), "init_to_trained": mli.to_dict()}
 
 
+def report_markdown(body: dict[str, Any], path: Path) -> str:
+    """imp.md from a run's report.json (``torch-slt inspect`` on an IMP folder)."""
+    from torch_slt.experiment.train import TrainConfig
+    from torch_slt.lottery import IMPConfig, IMPResult, RoundResult
+
+    try:
+        rows = [RoundResult(**{k: v for k, v in r.items() if k != "remaining"}) for r in body["rows"]]
+        return _markdown(IMPResult(IMPConfig(), TrainConfig(), rows), body)
+    except (KeyError, TypeError, AttributeError) as err:
+        raise CLIError(f"{path} is not a readable IMP report ({type(err).__name__}: {err}).") from None
+
+
 def _markdown(result: Any, body: dict[str, Any]) -> str:
     lines = ["# Iterative magnitude pruning", "", f"Settings: `{body['settings']}`", "", result.to_markdown()]
     if "instability" in body:

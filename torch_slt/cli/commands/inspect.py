@@ -51,14 +51,20 @@ def _inspect_json(path: Path, as_json: bool) -> int:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise CLIError(f"{path} is not a readable JSON report ({err}).") from None
+    if not isinstance(data, dict):
+        raise CLIError(f"{path} is not a torch-slt report (it holds a JSON {type(data).__name__}).")
     if as_json:
         print(json.dumps(data, indent=2))
     elif data.get("command") == "sweep":
         print(sweep_markdown(data))
     elif data.get("command") == "find":
         print(report_markdown(data))
+    elif data.get("command") == "imp" or (path.parent / "imp.json").exists():
+        from torch_slt.cli.commands.imp import report_markdown as imp_markdown
+
+        print(imp_markdown(data, path))   # (before: "not a torch-slt report" on an IMP folder)
     else:
-        raise CLIError(f"{path} is not a torch-slt report.")
+        raise CLIError(f"{path} is not a torch-slt report (a find, sweep or imp run's report.json).")
     return 0
 
 

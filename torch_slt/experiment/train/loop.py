@@ -115,12 +115,16 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         ckpt = _load_checkpoint(ckpt_path, cfg, method)
-        model.load_state_dict(ckpt["model"])
-        if optimizer is not None:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"], loader_gen)
+        try:
+            model.load_state_dict(ckpt["model"])
+            if optimizer is not None:
+                optimizer.load_state_dict(ckpt["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(ckpt["scheduler"])
+            _set_rng_state(ckpt["rng"], loader_gen)
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as err:
+            raise ValueError(f"fit(): the checkpoint {ckpt_path} does not fit this model and its training "
+                             f"({type(err).__name__}: {str(err)[:300]}); delete it to start over") from None
         start = result.resumed_from = int(ckpt["epoch"])
         result.history = list(ckpt["history"])
         result.wall_time = float(ckpt["wall_time"])
