@@ -99,11 +99,15 @@ def read_config(out: Path, command: str) -> dict[str, Any] | None:
         raise CLIError(f"cannot resume {out}: {path} does not hold a run's 'command' and 'settings'; start a "
                        f"new run with another --out.")
     if saved["command"] != command:
-        article = "an" if command[0] in "aeiou" else "a"
         other = saved["command"]
-        raise CLIError(f"--out {out} holds a '{other}' run, not {article} {command} run; resume it with "
+        raise CLIError(f"--out {out} holds {_a(str(other))} '{other}' run, not {_a(command)} {command} run; "
+                       f"resume it with "
                        f"'torch-slt {other} --out {out} --resume', or choose another --out.")
     return saved
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def from_args(args: argparse.Namespace, out: Path | None, command: str = "find") -> tuple[RunSettings, bool]:

@@ -37,3 +37,11 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def brief(err: BaseException, limit: int = 200) -> str:
+    """``"Type: first line of the message"``, cut at ``limit``: torch's and pickle's errors run to many
+    lines, and a command-line error is one line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from torch_slt.core.api import _HISTORY_ATTR, finalize, is_gated
 from torch_slt.core.errors import TicketFormatError, TicketMismatchError
 from torch_slt.core.targets import is_default_target
-from torch_slt.experiment.files import atomic_write
+from torch_slt.experiment.files import atomic_write, brief
 from torch_slt.experiment.zoo import TIMM_PREFIX, ModelSpec, build_model
 
 FORMAT = "torch-slt-ticket"
@@ -262,7 +262,7 @@ def _read_header(path: Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as fh:
             return dict(fh.metadata() or {})
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
-        raise TicketFormatError(f"{path} is not a readable safetensors file ({type(err).__name__}: {err}): "
+        raise TicketFormatError(f"{path} is not a readable safetensors file ({brief(err)}): "
                                 f"empty, truncated or damaged; save the ticket again or copy it "
                                 f"again") from None
 
@@ -327,7 +327,7 @@ def _read_tensors(path: Path) -> dict[str, Tensor]:
     try:
         return load_file(str(path))
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
-        raise TicketFormatError(f"{path}: cannot read its tensors ({type(err).__name__}: {err}); the file "
+        raise TicketFormatError(f"{path}: cannot read its tensors ({brief(err)}); the file "
                                 f"is truncated or damaged") from None
 
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from torch_slt.core.errors import SLTError
-from torch_slt.experiment.files import atomic_write
+from torch_slt.experiment.files import atomic_write, brief
 
 
 class RunFolderError(SLTError, ValueError):
@@ -139,7 +139,7 @@ def _read(path: Path, reader: Any, fix: str) -> Any:
     except RunFolderError:
         raise
     except Exception as err:  # noqa: BLE001 - json, safetensors and torch raise their own types
-        raise RunFolderError(f"cannot read {path} ({type(err).__name__}: {err}); {fix}") from None
+        raise RunFolderError(f"cannot read {path} ({brief(err)}); {fix}") from None
 
 
 def _json_object(path: Path) -> dict[str, Any]:

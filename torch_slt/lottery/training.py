@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from torch_slt.core.api import mask_parameters, penalty
+from torch_slt.experiment.files import brief
 from torch_slt.experiment.train.batches import _loader, _logits, _to, evaluate, resolve_device
 from torch_slt.experiment.train.checkpoint import _rng_state, _save_checkpoint, _set_rng_state
 from torch_slt.experiment.train.config import TrainConfig
@@ -181,7 +182,7 @@ def _resume(path: Path, model: nn.Module, optimizer: Any, scheduler: Any, loader
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - truncated, empty or garbage files raise many types
-        raise RunFolderError(f"cannot read the checkpoint {path} ({type(err).__name__}: {err}); {fix}") from None
+        raise RunFolderError(f"cannot read the checkpoint {path} ({brief(err)}); {fix}") from None
     try:
         epoch = ckpt["epoch"]
         if not isinstance(epoch, int) or not 0 < epoch <= epochs:
@@ -197,8 +198,7 @@ def _resume(path: Path, model: nn.Module, optimizer: Any, scheduler: Any, loader
     except RunFolderError:
         raise
     except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as err:
-        raise RunFolderError(f"the checkpoint {path} does not fit this round ({type(err).__name__}: "
-                             f"{str(err)[:300]}); {fix}") from None
+        raise RunFolderError(f"the checkpoint {path} does not fit this round ({brief(err)}); {fix}") from None
     return epoch, 0
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from torch_slt.experiment.files import atomic_write
+from torch_slt.experiment.files import atomic_write, brief
 from torch_slt.experiment.train.config import _RESUME_FREE, TrainConfig
 
 def _rng_state(loader_gen: torch.Generator) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, method: str | None) -> dict[s
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise ValueError(f"fit(): cannot read the checkpoint {path} ({err}); delete it to start "
+        raise ValueError(f"fit(): cannot read the checkpoint {path} ({brief(err)}); delete it to start "
                          f"over") from None
     missing = [k for k in _KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
