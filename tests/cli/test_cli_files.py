@@ -372,3 +372,22 @@ def test_a_method_arg_that_overrides_a_flag_is_refused_naming_both(argv, needle,
     out = tmp_path / "run"
     _refused([*argv, "--epochs", "1", "--quiet", "--device", "cpu", "--out", out], capsys, needle)
     assert not out.exists()
+
+
+def test_damaged_reports_and_sweep_cells_name_the_file(find_done, tmp_path, capsys):
+    """A report.json missing its entries (inspect, evaluate), a sweep cell row that is not JSON
+    (sweep --resume): exit 2 naming the file, not a KeyError or JSONDecodeError traceback."""
+    out = _copy(find_done, tmp_path)
+    body = json.loads((out / "report.json").read_text())
+    del body["sparsity"]
+    (out / "report.json").write_text(json.dumps(body))
+    _refused(["inspect", out], capsys, str(out / "report.json"), "the report is damaged")
+    _refused(["evaluate", out, "--metrics", "accuracy", "--quiet"], capsys, str(out / "report.json"))
+    sweep = tmp_path / "sweep"
+    argv = ["sweep", "--methods", "magnitude", "--sparsities", "0.5", "--no-dense", "--epochs", "1",
+            "--width", "0.25", "--quiet", "--device", "cpu", "--out", sweep]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0, err
+    (sweep / "sweep.json").unlink()           # killed before the sweep's own outputs
+    (sweep / "cells" / "magnitude-0.5.json").write_text("{")
+    _refused([*argv, "--resume"], capsys, "magnitude-0.5.json", "delete it to train that cell again")

@@ -55,10 +55,13 @@ def _inspect_json(path: Path, as_json: bool) -> int:
         raise CLIError(f"{path} is not a torch-slt report (it holds a JSON {type(data).__name__}).")
     if as_json:
         print(json.dumps(data, indent=2))
-    elif data.get("command") == "sweep":
-        print(sweep_markdown(data))
-    elif data.get("command") == "find":
-        print(report_markdown(data))
+    elif data.get("command") in ("sweep", "find"):
+        try:
+            text = (sweep_markdown if data["command"] == "sweep" else report_markdown)(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise CLIError(f"{path} lacks what a finished {data['command']} run records "
+                           f"({type(err).__name__}: {err}); the report is damaged.") from None
+        print(text)
     elif data.get("command") == "imp" or (path.parent / "imp.json").exists():
         from torch_slt.cli.commands.imp import report_markdown as imp_markdown
 
