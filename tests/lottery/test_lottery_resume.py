@@ -163,6 +163,9 @@ def test_a_kill_after_the_last_row_without_the_trained_file_trains_the_last_roun
     """A run folder without trained.pt (written before it existed, or deleted): the recorded last round
     is trained again from its mask and the rewind point, to the same weights."""
     full_net, _ = _run(tmp_path / "full")
+    (tmp_path / "full" / "trained.pt").write_bytes(b"truncated")
+    with pytest.raises(RunFolderError, match=r"cannot read .*trained\.pt.*delete it to train the last round"):
+        _run(tmp_path / "full", resume=True)
     (tmp_path / "full" / "trained.pt").unlink()
     net, resumed = _run(tmp_path / "full", resume=True)
     assert resumed.completed and (tmp_path / "full" / "trained.pt").exists()
