@@ -53,12 +53,13 @@ def check_out(out: Path, resume: bool) -> None:
         raise CLIError(f"--out {out} cannot be created: {parent} is not a writable folder.")
 
 
-def make_out(out: Path) -> None:
-    """Create ``out`` (checking it is writable) and clear what a killed run left in it: staging
-    folders of outputs never moved in, ``*.tmp`` files of writes never finished."""
+def make_out(out: Path, resume: bool = False) -> None:
+    """Create ``out`` (checking it is writable); with ``resume``, clear what a killed run left in it
+    (:func:`clean_stale`)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        clean_stale(out)
+        if resume:
+            clean_stale(out)
         probe = out / ".write-test"
         probe.write_text("")
         probe.unlink()

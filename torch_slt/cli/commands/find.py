@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         _require_torch_pruning()   # before anything is trained or written
     splits = load_data(s)
     prep = prepare(s, s.method, s.sparsity, splits)
-    output.make_out(out)
+    output.make_out(out, resume=bool(args.resume))
     if not resuming:
         output.write_json(out / CONFIG, {"command": NAME, "settings": s.to_dict()})
     config = prep.train_config

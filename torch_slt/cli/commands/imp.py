@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         model = build_model(spec)
     except user_errors() as err:
         raise CLIError(str(err)) from None
-    output.make_out(out)
+    output.make_out(out, resume=bool(args.resume))
     if not resuming:
         output.write_json(out / CONFIG, {"command": NAME, "settings": flat})
     if not args.quiet:

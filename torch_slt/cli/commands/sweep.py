@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     prepare(s, plan[0][0], plan[0][1], splits)
     for method, sp in plan[1:]:
         check_method_settings(s, method, sp, splits)
-    output.make_out(out)
+    output.make_out(out, resume=bool(args.resume))
     if saved is None:
         output.write_json(out / CONFIG, {"command": NAME, "settings": s.to_dict(), **grid})
     (out / CELLS).mkdir(exist_ok=True)
