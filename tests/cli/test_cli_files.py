@@ -318,6 +318,9 @@ def test_load_file_reads_the_cli_ticket_and_older_headers(find_done, tmp_path):
     save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={"torch_slt": '{"1": '})
     with pytest.raises(ValueError, match=r"bad\.safetensors: the header's 'torch_slt' entry is not valid JSON"):
         torch_slt.load_file(tmp_path / "bad.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "old.safetensors").read_bytes()[:50])
+    with pytest.raises(ValueError, match=r"cut\.safetensors is not a readable safetensors file"):
+        torch_slt.load_file(tmp_path / "cut.safetensors")
 
 
 def _flip(path):

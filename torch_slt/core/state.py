@@ -164,10 +164,17 @@ def load_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> Or
         from safetensors import safe_open
 
         state_dict: OrderedDict = OrderedDict()
-        with safe_open(path, framework="pt", device=str(device)) as f:
-            header = f.metadata() or {}
-            for key in f.keys():
-                state_dict[key] = f.get_tensor(key)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"load_file(): no such file: {path}")
+        try:
+            with safe_open(path, framework="pt", device=str(device)) as f:
+                header = f.metadata() or {}
+                for key in f.keys():
+                    state_dict[key] = f.get_tensor(key)
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+            first = (str(err).splitlines() or [""])[0]
+            raise ValueError(f"load_file(): {path} is not a readable safetensors file ({type(err).__name__}: "
+                             f"{first}); it is empty, truncated or damaged") from None
         metadata = _header_metadata(path, header.get(METADATA_KEY))
         if metadata is not None:
             state_dict._metadata = metadata
