@@ -171,3 +171,19 @@ def test_a_kill_after_the_last_row_without_the_trained_file_trains_the_last_roun
     assert resumed.completed and (tmp_path / "full" / "trained.pt").exists()
     for key, value in full_net.state_dict().items():
         assert torch.equal(net.state_dict()[key], value), key
+
+
+def test_a_folder_of_another_run_is_not_taken_over(tmp_path):
+    """imp(run_dir=..., resume=True) on a `torch-slt find` folder (its config.json, or its checkpoint):
+    refused before anything is written, the folder unchanged."""
+    find_dir = tmp_path / "find"
+    find_dir.mkdir()
+    (find_dir / "config.json").write_text(json.dumps({"command": "find", "settings": {}}))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "checkpoint.pt").write_bytes(b"x")
+    for folder, match in ((find_dir, "holds a 'find' run"), (bare, r"holds another run \(checkpoint\.pt\)")):
+        before = sorted(p.name for p in folder.iterdir())
+        with pytest.raises(RunFolderError, match=match):
+            _run(folder, resume=True)
+        assert sorted(p.name for p in folder.iterdir()) == before

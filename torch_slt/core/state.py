@@ -197,6 +197,6 @@ def _header_metadata(path: str, text: str | None) -> dict[str, Any] | None:
         metadata = json.loads(stripped)
     except ValueError as err:
         raise ValueError(f"load_file(): {path}: the header's {METADATA_KEY!r} entry is not valid JSON "
-                         f"({err}); the file is damaged. torch_slt.load_file reads what torch_slt.save_file wrote; "
-                         f"safetensors.torch.load_file reads the tensors alone.") from None
+                         f"({err}); the file is damaged. torch_slt.load_file reads what torch_slt.save_file "
+                         f"wrote; safetensors.torch.load_file reads the tensors alone.") from None
     return metadata if isinstance(metadata, dict) else None

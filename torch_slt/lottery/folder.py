@@ -62,8 +62,24 @@ class RunFolder:
                 raise RunFolderError(f"cannot resume {self.path}: its settings differ ({listed}). Resume with "
                                      f"the settings it started with, or start a new run elsewhere.")
             return
+        self._refuse_other_runs()
         (self.path / "masks").mkdir(parents=True, exist_ok=True)
         _write_json(file, settings)
+
+    def _refuse_other_runs(self) -> None:
+        """A folder that holds another kind of run (a ``torch-slt find`` or ``sweep``) is not taken over:
+        IMP's files would mix with it and its own resume would then be refused."""
+        config = self.path / "config.json"
+        if config.is_file():
+            command = _read(config, _json_object, "choose another folder").get("command")
+            if command != "imp":
+                raise RunFolderError(f"{self.path} holds a {command!r} run ({config}), not an IMP run; "
+                                     f"choose another folder")
+            return
+        other = [n for n in _OTHER_RUNS if (self.path / n).exists()]
+        if other:
+            raise RunFolderError(f"{self.path} holds another run ({', '.join(other)}), not an IMP run; "
+                                 f"choose another folder")
 
     # ---------------------------------------------------------------- rows
     def rows(self) -> list[dict[str, Any]]:
@@ -129,6 +145,10 @@ class RunFolder:
 
     def checkpoint(self, round_index: int, kind: str) -> Path:
         return self.path / f"checkpoint-r{round_index:02d}-{kind}.pt"
+
+
+#: What the other commands leave in their run folders.
+_OTHER_RUNS = ("checkpoint.pt", "report.json", "sweep.json", "cells", "ticket.slt.safetensors")
 
 
 def _read(path: Path, reader: Any, fix: str) -> Any:

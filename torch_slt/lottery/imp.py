@@ -266,8 +266,9 @@ class _Runner:
         if set(stored) != gated:
             missing, extra = sorted(gated - set(stored)), sorted(set(stored) - gated)
             raise RunFolderError(f"{path} does not hold round {r}'s mask of this model (missing: "
-                                 f"{', '.join(missing) or '-'}; unexpected: {', '.join(extra) or '-'}); delete "
-                                 f"it and the rows from round {r - 1} on in rounds.json, or start over")
+                                 f"{', '.join(missing) or '-'}; unexpected: {', '.join(extra) or '-'}); "
+                                 f"delete it and the rows from round {r - 1} on in rounds.json, or start "
+                                 f"over")
         try:
             narrow_masks(self.model, stored)
         except (SLTError, ValueError, TypeError) as err:

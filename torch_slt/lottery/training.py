@@ -186,7 +186,8 @@ def _resume(path: Path, model: nn.Module, optimizer: Any, scheduler: Any, loader
     try:
         epoch = ckpt["epoch"]
         if not isinstance(epoch, int) or not 0 < epoch <= epochs:
-            raise RunFolderError(f"the checkpoint {path} says epoch {epoch!r} of a {epochs}-epoch round; {fix}")
+            raise RunFolderError(f"the checkpoint {path} says epoch {epoch!r} of a {epochs}-epoch round; "
+                                 f"{fix}")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None:

@@ -56,13 +56,13 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, method: str | None) -> dict[s
                          f"over") from None
     missing = [k for k in _KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
-        raise ValueError(f"fit(): the checkpoint {path} lacks {', '.join(missing)}; it is damaged or not a fit() "
-                         f"checkpoint: delete it to start over")
+        raise ValueError(f"fit(): the checkpoint {path} lacks {', '.join(missing)}; it is damaged or not a "
+                         f"fit() checkpoint: delete it to start over")
     try:
         saved = TrainConfig.from_dict(ckpt["config"])
     except (TypeError, ValueError) as err:
-        raise ValueError(f"fit(): the checkpoint {path} holds unreadable settings ({err}); delete it to start "
-                         f"over") from None
+        raise ValueError(f"fit(): the checkpoint {path} holds unreadable settings ({err}); delete it to "
+                         f"start over") from None
     diff = [f"{k}: {getattr(saved, k)!r} -> {getattr(cfg, k)!r}" for k in saved.to_dict()
             if k not in _RESUME_FREE and getattr(saved, k) != getattr(cfg, k)]
     if ckpt.get("method") != method:
@@ -75,8 +75,8 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, method: str | None) -> dict[s
             or len(history) != epoch:
         # (before: epoch=99 of 6 resumed to "stopped after epoch 4 of 6; continue with --resume", forever)
         n = len(history) if isinstance(history, list) else "no"
-        raise ValueError(f"fit(): the checkpoint {path} says epoch {epoch!r} of a {cfg.epochs}-epoch run with "
-                         f"{n} epochs of history; it is damaged: delete it to start over")
+        raise ValueError(f"fit(): the checkpoint {path} says epoch {epoch!r} of a {cfg.epochs}-epoch run "
+                         f"with {n} epochs of history; it is damaged: delete it to start over")
     return ckpt
 
 
