@@ -395,3 +395,10 @@ def test_damaged_reports_and_sweep_cells_name_the_file(find_done, tmp_path, caps
     (sweep / "sweep.json").unlink()           # killed before the sweep's own outputs
     (sweep / "cells" / "magnitude-0.5.json").write_text("{")
     _refused([*argv, "--resume"], capsys, "magnitude-0.5.json", "delete it to train that cell again")
+
+
+def test_inspect_says_the_checksum_was_verified(find_done, capsys):
+    rc, out, err = _run(["inspect", find_done / "ticket.slt.safetensors"], capsys)
+    assert rc == 0 and "Checksum verified" in out, err
+    rc, out, _ = _run(["inspect", find_done / "ticket.slt.safetensors", "--json"], capsys)
+    assert rc == 0 and json.loads(out)["checksum_verified"] is True

@@ -72,18 +72,22 @@ def _inspect_json(path: Path, as_json: bool) -> int:
 
 
 def _inspect_compact(path: Path, as_json: bool) -> int:
+    from torch_slt.experiment.ticket import ticket_info
+
     try:
         model, spec, meta = torch_slt.load_ticket(path)
+        version = ticket_info(path)["format_version"]
     except user_errors() + (OSError,) as err:
         raise CLIError(f"{path}: {err}") from None
     rep = torch_slt.report(model)
     data = {"file": str(path), "bytes": path.stat().st_size, "spec": spec.to_dict(), "metadata": meta,
-            "sparsity": rep.to_dict(), "weights_verified": True}
+            "sparsity": rep.to_dict(), "weights_verified": True, "checksum_verified": version >= 2}
     if as_json:
         print(json.dumps(data, indent=2, default=json_default))
         return 0
     print(f"# Compact ticket {path} ({data['bytes']:,} bytes)\n")
-    print("Rebuilt from its spec; the regenerated weights match the stored hash.\n")
+    checked = "Checksum verified; rebuilt" if data["checksum_verified"] else "Rebuilt (format 1: no checksum)"
+    print(f"{checked} from its spec; the regenerated weights match the stored hash.\n")
     print("| | |\n|---|---|")
     for k, v in {**{f"spec.{k}": v for k, v in spec.to_dict().items()}, **meta}.items():
         print(f"| {k} | {v} |")
