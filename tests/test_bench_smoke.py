@@ -78,3 +78,11 @@ def test_lottery_script_runs_every_part_and_writes_the_report(tmp_path):
     assert "| lam | remaining | cs ticket | IMP at that sparsity |" in report
     assert "| optimizer | schedule | scores' lr | remaining | cs ticket |" in report
     assert all((tmp_path / f"lottery-{part}.png").exists() for part in ("fc", "conv", "cs"))
+
+
+def test_gpu_script_smoke_runs_every_row_eager_and_compiled(tmp_path):
+    out = tmp_path / "gpu.md"
+    text = _run("bench/gpu.py", "--smoke", "--models", "vit", "--out", str(out))
+    for row in ("| dense |", "| stg (lam=0.1) |", "| stg (sparsity=0.9) |", "| edgepopup |", "| supermask |"):
+        assert text.count(row) == 2          # eager and compiled
+    assert "vit, compiled, fp32" in out.read_text()

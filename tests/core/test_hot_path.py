@@ -171,3 +171,27 @@ def _model_below_histogram(mode: str) -> nn.Module:
     torch.manual_seed(0)
     method, kwargs = MODES[mode]
     return torch_slt.apply(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)), method, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["stg-target", "hardconcrete-channel-target", "edgepopup-global", "cs"])
+def test_a_compiled_run_does_not_recompile_as_its_schedule_advances(mode):
+    from torch._dynamo.utils import counters
+
+    model = _model_below_histogram(mode) if mode.startswith("edgepopup") else _model(mode)
+    torch._dynamo.reset()
+    counters.clear()
+    step = torch.compile(model, fullgraph=True, backend="eager")
+    opt = torch.optim.Adam(torch_slt.mask_parameters(model), lr=1e-2)
+    for i in range(40):            # five refresh windows of the training selection, evals between
+        model.train()
+        x, y = _batch(model, seed=i)
+        loss = nn.functional.cross_entropy(step(x), y) + torch_slt.penalty(model)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i % 10 == 9:
+            model.eval()
+            with torch.no_grad():
+                step(x)
+    # the first training forward (selection made in it), the steady training forward, evaluation
+    assert counters["stats"]["unique_graphs"] <= 3

@@ -123,7 +123,8 @@ class GateMethod(LearnedMaskMethod):
         module.register_state_dict_pre_hook(_SaveSchedule(self))
         module.register_load_state_dict_pre_hook(_LoadSchedule(self))
         target.members.append((module, self))
-        target.window, target.ticket_fresh = None, False   # a new member: both selections are redone
+        # a new member: both selections are redone
+        target.window, target.selected, target.ticket_fresh = None, False, False
 
     def steps_taken(self, module: nn.Module) -> int:
         """Optimizer steps counted by the sparsity target so far (0 without a target)."""
@@ -186,7 +187,7 @@ class GateMethod(LearnedMaskMethod):
             return self.per_weight(target.ticket_mask(module, self, in_forward=True))
         # The training selection of the current window, made in the optimizer hook for all members
         # (here only before the first optimizer step, or after a load that held none).
-        if target.window is None:
+        if not target.selected:
             target.refresh_training_selection()
         return self.per_weight(module._buffers[f"{self._tensor_name}_window"])
 
@@ -248,6 +249,7 @@ class _LoadSchedule:
         target = self.owner.sparsity_target
         target.step = step
         target.window = window if window >= 0 else None
+        target.selected = target.window is not None
         target.ticket_fresh = False
         window_key, mask_key = f"{prefix}{name}_window", f"{prefix}{name}_mask"
         if window_key not in state_dict and mask_key in state_dict:
@@ -258,4 +260,4 @@ class _LoadSchedule:
                 state_dict[window_key] = saved.reshape(gate.shape)
             else:
                 state_dict[window_key] = gate.clone()
-                target.window = None
+                target.window, target.selected = None, False

@@ -59,8 +59,10 @@ class SparsityTarget:
         #: Optimizer steps taken (host int).
         self.step = 0
         # First step of the training selection held in the members' ``<tensor>_window`` buffers
-        # (None: no valid one, e.g. right after apply).
+        # (None: no valid one, e.g. right after apply), and whether there is one: the forward reads
+        # only the bool, since torch.compile would recompile for every value of an int it reads.
         self.window: int | None = None
+        self.selected = False
         # The ticket's selection, cached (see ticket_mask): {id(hook): mask}, and whether it is current.
         self._ticket: dict[int, Tensor] = {}
         self._ticket_versions: dict[int, tuple[int, int]] = {}
@@ -110,7 +112,7 @@ class SparsityTarget:
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"SparsityTarget.set_step: step={step!r} must be a non-negative int")
         self.step = step
-        self.window = None
+        self.window, self.selected = None, False
 
     # ------------------------------------------------------------------ selections
     def _select(self, sparsity: float) -> tuple[list[tuple[nn.Module, GateMethod]], list[Tensor], Tensor]:
@@ -144,7 +146,7 @@ class SparsityTarget:
                 state = module._buffers[f"{hook._tensor_name}_step"]
                 state[1].fill_(window)
                 state[2].copy_(cut)
-        self.window = window
+        self.window, self.selected = window, True
 
     def ticket_mask(self, module: nn.Module, hook: GateMethod, *, in_forward: bool = False) -> Tensor:
         """``hook``'s part (gate shape) of the ticket's selection of the current gates.
