@@ -86,3 +86,10 @@ def test_gpu_script_smoke_runs_every_row_eager_and_compiled(tmp_path):
     for row in ("| dense |", "| stg (lam=0.1) |", "| stg (sparsity=0.9) |", "| edgepopup |", "| supermask |"):
         assert text.count(row) == 2          # eager and compiled
     assert "vit, compiled, fp32" in out.read_text()
+
+
+def test_engine_script_writes_both_parts(tmp_path):
+    out = tmp_path / "engine.md"
+    text = _run("bench/engine.py", "--quick", "--out", str(out))
+    assert "| eval forward |" in text and "| lenet300 | stg (sparsity=0.9) |" in text
+    assert "## torch.compile against eager" in out.read_text()

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from torch_slt.core.errors import SLTError
 from torch_slt.evaluation.settings import EvalSettings
+from torch_slt.core.outputs import logits_of
 
 
 class EvaluationInputError(SLTError, TypeError, ValueError):
@@ -65,10 +66,7 @@ class EvalContext:
         return torch.cat(out) if out else torch.empty(0, self.num_classes)
 
 
-def _logits(output: Any) -> Tensor:
-    from torch_slt.experiment.train.batches import _logits as logits_of
-
-    return logits_of(output)
+_logits = logits_of
 
 
 def as_tensors(data: Any) -> tuple[Tensor, Tensor]:

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from torch_slt.core.errors import UnknownModelError
 from torch_slt.experiment.init import INITIALIZERS, initialize
+from torch_slt.core.outputs import logits_of
 
 MODEL_NAMES: tuple[str, ...] = ("lenet300", "conv2", "conv4", "conv6", "resnet18", "resnet50", "wrn50",
                                 "vit", "swin")
@@ -153,15 +154,7 @@ def build_model(spec: ModelSpec) -> nn.Module:
     return model.train()
 
 
-def logits(output: Any) -> Tensor:
-    """The logits tensor of a model output: a tensor, a Hugging Face ``ModelOutput`` or a tuple."""
-    if isinstance(output, Tensor):
-        return output
-    if hasattr(output, "logits"):
-        return output.logits
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
-        return output[0]
-    raise TypeError(f"logits(): cannot find logits in a {type(output).__name__}")
+logits = logits_of   # the logits of a model output (public name of the experiment layer)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from torch_slt.core.base import FixedMaskMethod
 from torch_slt.core.targets import target_tensor
+from torch_slt.core.outputs import logits_of
 
 Batch = tuple[Any, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -194,22 +195,7 @@ def forward(model: nn.Module, inputs: Any, who: str) -> Any:
         ) from err
 
 
-def logits(output: Any, who: str = "torch_slt") -> Tensor:
-    """The logits of a model output: a tensor, a tuple / list (first item) or a Hugging Face
-    ``ModelOutput`` (its ``logits``)."""
-    if isinstance(output, Tensor):
-        return output
-    value = getattr(output, "logits", None)
-    if value is None and isinstance(output, Mapping):
-        value = output.get("logits")
-    if isinstance(value, Tensor):
-        return value
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
-        return output[0]
-    raise TypeError(
-        f"{who}: cannot find logits in the model output ({type(output).__name__}); the model must return "
-        f"a tensor, a tuple whose first item is the logits, or an object with a .logits tensor"
-    )
+logits = logits_of   # (the name this module used)
 
 
 def batch_loss(model: nn.Module, batch: Batch, loss_fn: LossFn, device: torch.device, who: str,

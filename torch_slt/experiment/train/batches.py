@@ -12,6 +12,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from torch_slt.core.api import gated_tensors
+from torch_slt.core.outputs import logits_of
+
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """``"auto"`` is CUDA when available, then MPS, else the CPU; other names are checked."""
@@ -94,16 +96,7 @@ def _loader(data: Dataset | DataLoader | Iterable, batch_size: int, *, shuffle: 
     return data
 
 
-def _logits(output: Any) -> Tensor:
-    """The logits of a model output: a tensor, a Hugging Face ``ModelOutput`` or a tuple."""
-    if isinstance(output, Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
-        return output[0]
-    raise TypeError(f"fit(): cannot find logits in a model output of type {type(output).__name__}")
+_logits = logits_of
 
 
 def _to(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
