@@ -88,3 +88,10 @@ def test_optimizer_steps_on_other_parameters_do_not_move_the_schedule():
     assert target.step == 0
     torch.optim.SGD(model.parameters(), lr=0.1).step()   # holds the gates among others
     assert target.step == 1
+
+
+@pytest.mark.parametrize("method", ["stg", "hardconcrete", "cs"])
+def test_a_model_whose_gated_layers_have_no_weight_has_a_zero_penalty(method):
+    model = torch_slt.apply(nn.Sequential(nn.Linear(0, 4), nn.Linear(4, 0)), method)
+    value = torch_slt.penalty(model)
+    assert torch.isfinite(value) and float(value) == 0.0

@@ -233,7 +233,8 @@ def penalty(model: nn.Module) -> Tensor:
         total += count
     if not terms:
         return torch.zeros((), device=_device_of(model))
-    return torch.stack(terms).sum() / total
+    # gated tensors of 0 weights count nothing: their terms are zero, and 0 / 0 would be NaN
+    return torch.stack(terms).sum() / max(total, 1)
 
 
 def finalize(model: nn.Module) -> nn.Module:
