@@ -6,6 +6,7 @@ Everything is validated here, before a command writes or trains anything; bad in
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 from dataclasses import dataclass, replace
@@ -117,6 +118,29 @@ def train_config(s: RunSettings, method: str | None, device: torch.device):
         raise CLIError(f"{flag_of(err.setting)} {err.value!r} {err.reason}") from None
 
 
+def apply_seed(seed: int) -> int:
+    """The seed of the random draws ``apply`` makes (edgepopup's scores, hardconcrete's log alpha).
+
+    A hash of the run's seed rather than the seed itself: the network's weights are drawn from a
+    generator seeded with ``seed``, and scores drawn from the same stream would repeat the weights'
+    values (the same reason :mod:`torch_slt.methods.random` hashes its seed)."""
+    digest = hashlib.sha256(f"torch_slt.cli.apply:{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def seeded_apply(model: torch.nn.Module, method: str, run_seed: int, device: torch.device,
+                 **kwargs: Any) -> torch.nn.Module:
+    """``torch_slt.apply`` with torch's global generator seeded from the run's seed, then restored.
+
+    Methods draw their initial state from torch's global generator, so without this the ticket
+    depended on whatever ran before in the process (a sweep's earlier cells, an earlier ``find``): a
+    run is reproduced by its ``--seed`` alone, and a sweep's cells do not depend on their order."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda" if devices else None):
+        torch.manual_seed(apply_seed(run_seed))
+        return torch_slt.apply(model, method, **kwargs)
+
+
 def prepare(s: RunSettings, method: str | None, sparsity: float | None, splits: Any) -> Prepared:
     """Build the spec and the model, gate it (``method`` None: the dense baseline), resolve training."""
     from torch_slt.experiment.train import resolve_device
@@ -133,7 +157,7 @@ def prepare(s: RunSettings, method: str | None, sparsity: float | None, splits: 
         if method is not None:
             kwargs = method_kwargs(method, s, sparsity, splits, device)
             trains = s.training.train_weights or torch_slt.get_method(method).trains_weights
-            torch_slt.apply(model, method, freeze=not trains, **kwargs)
+            seeded_apply(model, method, s.seed, device, freeze=not trains, **kwargs)
             kwargs = full_method_config(model, kwargs)
     except CLIError:
         raise
