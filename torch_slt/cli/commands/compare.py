@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from torch_slt.analysis import mask_overlap, overlap_matrix
 
-    labels, models, data = _collect(args)
+    labels, models, data, networks = _collect(args)
     if len(models) < 2:
         raise CLIError(f"compare needs at least two tickets; got {len(models)} from {', '.join(args.paths)}.")
     if args.line and not data.get("dataset"):
@@ -52,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
         "tickets": labels, "jaccard": matrix.tolist(),
         "pairs": [{"a": labels[i], "b": labels[j], **o.to_dict()} for (i, j), o in pairs.items()]}
     text = _markdown(labels, pairs)
+    mixed = different_networks(labels, networks)
+    result["same_network"] = mixed is None
+    if mixed:
+        print(f"torch-slt compare: warning: {mixed}", file=sys.stderr)
+        text = f"**Warning: {mixed}**\n\n{text}"
     figures = _figures(labels, models, matrix, out)
     if args.line:
         line = _line(models, labels, data, args, out)
@@ -67,10 +73,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _collect(args: argparse.Namespace) -> tuple[list[str], list[Any], dict[str, Any]]:
-    from torch_slt.experiment.ticket import load_ticket
+def different_networks(labels: list[str], networks: list[dict[str, Any]]) -> str | None:
+    """A sentence when the tickets' random networks differ (weights hashes), else None.
 
-    labels, models, data = [], [], None
+    Masks over two different random networks share weights only by position: their overlap says
+    nothing about one subnetwork found twice, and is chance-like by construction."""
+    groups: dict[str, list[int]] = {}
+    for i, net in enumerate(networks):
+        groups.setdefault(net["weights_hash"], []).append(i)
+    if len(groups) < 2:
+        return None
+    described = "; ".join(
+        f"{', '.join(labels[i] for i in idx[:3])}{', ...' if len(idx) > 3 else ''}: "
+        f"seed {networks[idx[0]]['seed']}, init {networks[idx[0]]['init']}, weights {h[7:19]}..."
+        for h, idx in groups.items())
+    return (f"the tickets come from {len(groups)} different random networks ({described}). Their masks "
+            f"select weights of different values, so the overlap is not one subnetwork found twice; "
+            f"compare tickets of one network (the same --model, --width, --init and --seed).")
+
+
+def _collect(args: argparse.Namespace) -> tuple[list[str], list[Any], dict[str, Any], list[dict[str, Any]]]:
+    from torch_slt.experiment.ticket import load_ticket, ticket_info
+
+    labels, models, data, networks = [], [], None, []
     for raw in args.paths:
         path = Path(raw)
         if path.is_file() and path.name.endswith(".slt.safetensors"):
@@ -83,11 +108,14 @@ def _collect(args: argparse.Namespace) -> tuple[list[str], list[Any], dict[str, 
         for label, ticket in found:
             try:
                 models.append(load_ticket(ticket)[0])
+                info = ticket_info(ticket)
             except (OSError, ValueError) as err:
                 raise CLIError(f"{ticket}: {err}") from None
             labels.append(label)
+            networks.append({"weights_hash": info["weights_hash"], "seed": info["spec"].seed,
+                             "init": info["spec"].init})
     return labels, models, data or {"dataset": args.dataset, "data_dir": args.data_dir, "val_fraction": 0.1,
-                                     "seed": 0}
+                                     "seed": 0}, networks
 
 
 def _markdown(labels: list[str], pairs: dict) -> str:
