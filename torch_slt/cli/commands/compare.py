@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from torch_slt.cli import output
 from torch_slt.cli.evaluation import find_tickets
 from torch_slt.cli.settings import CLIError
@@ -58,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
     if mixed:
         print(f"torch-slt compare: warning: {mixed}", file=sys.stderr)
         text = f"**Warning: {mixed}**\n\n{text}"
-    figures = _figures(labels, models, matrix, out)
+    chance = torch.ones_like(matrix)
+    for (i, j), o in pairs.items():
+        chance[i, j] = chance[j, i] = o.chance
+    figures = _figures(labels, models, matrix, chance, out)
     if args.line:
         line = _line(models, labels, data, args, out)
         result["line"] = line.to_dict()
@@ -129,11 +134,11 @@ def _markdown(labels: list[str], pairs: dict) -> str:
     return "\n".join(lines)
 
 
-def _figures(labels, models, matrix, out: Path) -> list[str]:
+def _figures(labels, models, matrix, chance, out: Path) -> list[str]:
     from torch_slt.analysis import plot_layer_profiles, plot_overlap_heatmap
 
     try:
-        plot_overlap_heatmap(matrix, labels, out / "overlap.png")
+        plot_overlap_heatmap(matrix, labels, out / "overlap.png", chance=chance)
         plot_layer_profiles(dict(zip(labels, models)), out / "profiles.png")
     except ImportError as err:
         print(f"torch-slt compare: no figures ({err})")
