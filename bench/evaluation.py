@@ -202,7 +202,8 @@ def _std(values):
 
 
 def report(data: dict[str, Any], args) -> None:
-    from torch_slt.analysis import (loss_along_line, mask_overlap, overlap_matrix, plot_layer_profiles,
+    from torch_slt.analysis import (chance_matrix, loss_along_line, mask_overlap, overlap_matrix,
+                                    plot_layer_profiles,
                                     plot_line, plot_overlap_heatmap)
     from torch_slt.evaluation import lth_pass_table
     from torch_slt.evaluation.plots import plot_reliability, plot_sweep_metrics
@@ -239,7 +240,7 @@ def report(data: dict[str, Any], args) -> None:
     lines = []
     if models:
         matrix = overlap_matrix(models)
-        plot_overlap_heatmap(matrix, labels, f"{stem}-overlap.png",
+        plot_overlap_heatmap(matrix, labels, f"{stem}-overlap.png", chance=chance_matrix(models),
                              title=f"Mask overlap at {args.overlap_sparsity:.0%} sparsity "
                                    f"({args.model}, one network)")
         chance = mask_overlap(models[0], models[0]).chance  # same densities as every 0.9 ticket, roughly

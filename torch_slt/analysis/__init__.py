@@ -16,6 +16,7 @@ from torch_slt.analysis.overlap import (
                                         LayerOverlap,
                                         Overlap,
                                         chance_jaccard,
+                                        chance_matrix,
                                         jaccard,
                                         mask_overlap,
                                         overlap_matrix,
@@ -23,6 +24,6 @@ from torch_slt.analysis.overlap import (
 )
 from torch_slt.analysis.profiles import layer_profile, plot_layer_profiles
 
-__all__ = ["AnalysisInputError", "LayerOverlap", "LineResult", "Overlap", "barrier", "chance_jaccard",
+__all__ = ["AnalysisInputError", "LayerOverlap", "LineResult", "Overlap", "barrier", "chance_jaccard", "chance_matrix",
            "effective_state", "jaccard", "layer_profile", "load_model", "loss_along_line", "mask_overlap",
            "masks_of", "overlap_matrix", "plot_layer_profiles", "plot_line", "plot_overlap_heatmap"]

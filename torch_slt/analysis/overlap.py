@@ -120,16 +120,52 @@ def overlap_matrix(tickets: Sequence[Any]) -> torch.Tensor:
     return out
 
 
-def plot_overlap_heatmap(matrix: torch.Tensor, labels: Sequence[str], path, *, title: str | None = None):
-    """Heatmap of :func:`overlap_matrix` with the values written in the cells (up to 24 tickets)."""
+def chance_matrix(tickets: Sequence[Any]) -> torch.Tensor:
+    """The chance Jaccard of every pair of tickets at their per-layer densities (1 on the diagonal),
+    the reference :func:`plot_overlap_heatmap` colours the overlap against."""
+    masks = [masks_of(t) for t in tickets]
+    n = len(masks)
+    out = torch.ones(n, n, dtype=torch.float64)
+    for i in range(n):
+        for j in range(i + 1, n):
+            out[i, j] = out[j, i] = mask_overlap(masks[i], masks[j]).chance
+    return out
+
+
+def plot_overlap_heatmap(matrix: torch.Tensor, labels: Sequence[str], path, *, title: str | None = None,
+                         chance: torch.Tensor | None = None):
+    """Heatmap of :func:`overlap_matrix` with the values written in the cells (up to 24 tickets).
+
+    With ``chance`` (the matrix of chance overlaps at the same per-layer densities,
+    :func:`chance_matrix`) the colour is the ratio Jaccard / chance on a log scale centred on 1
+    (white: no more overlap than two random masks; red: more; blue: less) and every cell reads
+    "Jaccard / chance": a raw 0.35 means little next to a chance of 0.33. Without it, the colour is
+    the raw Jaccard.
+    """
+    from matplotlib.colors import LogNorm
+
     from torch_slt.experiment.plots import _figure, _save
 
     n = len(labels)
     if tuple(matrix.shape) != (n, n):
         raise AnalysisInputError(f"plot_overlap_heatmap(): a {tuple(matrix.shape)} matrix for {n} labels")
-    fig = _figure(max(4.5, 0.45 * n + 2.5), max(4.0, 0.45 * n + 1.8))
+    if chance is not None and tuple(chance.shape) != (n, n):
+        raise AnalysisInputError(f"plot_overlap_heatmap(): a {tuple(chance.shape)} chance matrix for {n} labels")
+    cell = 0.62 if chance is not None else 0.45
+    fig = _figure(max(5.0, cell * n + 3.0), max(4.2, cell * n + 2.0))
     ax = fig.add_subplot()
-    image = ax.imshow(matrix.numpy(), vmin=0.0, vmax=1.0, cmap="viridis")
+    if chance is None:
+        image = ax.imshow(matrix.numpy(), vmin=0.0, vmax=1.0, cmap="viridis")
+        colour_label = "Jaccard overlap of kept weights"
+    else:
+        ratio = (matrix / chance.clamp_min(1e-12)).clamp(1 / 8, 8).numpy().copy()
+        for i in range(n):
+            ratio[i, i] = float("nan")  # a ticket with itself: 1 by definition, not a finding
+        from matplotlib import colormaps
+
+        image = ax.imshow(ratio, norm=LogNorm(vmin=1 / 8, vmax=8),
+                          cmap=colormaps["RdBu_r"].with_extremes(bad="#d9d9d9"))
+        colour_label = "Jaccard / chance (1: no more than random masks)"
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
     ax.set_xticklabels(labels, rotation=90, fontsize=7)
@@ -138,8 +174,19 @@ def plot_overlap_heatmap(matrix: torch.Tensor, labels: Sequence[str], path, *, t
         for i in range(n):
             for j in range(n):
                 v = float(matrix[i, j])
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                        color="black" if v > 0.6 else "white")
-    fig.colorbar(image, ax=ax, label="Jaccard overlap of kept weights")
-    ax.set_title(title or "Mask overlap")
+                if chance is None:
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                            color="black" if v > 0.6 else "white")
+                    continue
+                c = float(chance[i, j])
+                strong = i != j and not 1 / 3 < v / max(c, 1e-12) < 3
+                ax.text(j, i, "1" if i == j else f"{v:.2f}\n/{c:.2f}", ha="center", va="center",
+                        fontsize=6 if n <= 12 else 5, color="white" if strong else "black")
+    bar = fig.colorbar(image, ax=ax, label=colour_label)
+    if chance is not None:
+        ticks = [1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8]
+        bar.set_ticks(ticks, labels=["1/8", "1/4", "1/2", "1", "2", "4", "8"])
+        bar.minorticks_off()
+    ax.set_title(title or ("Mask overlap: Jaccard / chance at the same per-layer densities" if chance is not None
+                           else "Mask overlap"), fontsize=10)
     return _save(fig, path)

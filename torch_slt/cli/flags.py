@@ -49,7 +49,8 @@ def add_run_flags(p: argparse.ArgumentParser, sweep: bool = False) -> None:
                    "method)")
     g.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
     g.add_argument("--seed", type=int,
-                   help="seeds the random weights, the data split and training (default 0)")
+                   help="seeds the random weights, the data split, the method's initial state (edge-popup's "
+                   "scores) and training (default 0)")
     g.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default auto: CUDA when available)")
     g.add_argument("--threads", type=int, help="CPU threads torch may use (default: torch's own choice). On "
                    "a busy machine fewer is faster: with another job on a 2-core CPU, --threads 1 ran "

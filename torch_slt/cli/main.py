@@ -20,6 +20,7 @@ from typing import Sequence
 
 import torch_slt
 from torch_slt.cli.commands import compare, evaluate, find, imp, inspect, methods, sweep
+from torch_slt.cli.parser import SuggestingParser
 from torch_slt.cli.settings import CLIError
 
 #: The commands, in ``--help`` order: modules with NAME, HELP, DESCRIPTION, add_arguments(parser) and
@@ -28,7 +29,7 @@ COMMANDS = (find, sweep, imp, evaluate, compare, inspect, methods)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = SuggestingParser(
         prog="torch-slt", description="Find strong lottery tickets: sparse subnetworks of frozen random "
         "weights, found by learning which weights to keep.",
         epilog="Run 'torch-slt COMMAND --help' for the flags of a command; docs/cli.md has them all.")

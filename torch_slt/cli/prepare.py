@@ -6,6 +6,7 @@ Everything is validated here, before a command writes or trains anything; bad in
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 from dataclasses import dataclass, replace
@@ -66,9 +67,9 @@ def method_kwargs(method: str, s: RunSettings, sparsity: float | None, splits: A
     kwargs.update(s.method_args)
     for key in kwargs:
         if key not in params or key.startswith("_") or key in ("data", "loss_fn"):
-            accepted = [n for n in params if n not in ("self", "data", "loss_fn") and not n.startswith("_")]
             flag = f"--{key}" if key in given else f"--method-arg {key}=..."
-            raise CLIError(f"{flag} does not apply to method {method!r}; it takes: {', '.join(accepted)}.")
+            raise CLIError(f"{flag} does not apply to method {method!r}; it takes "
+                           f"{', '.join(method_flags(params, given))}.")
     if "seed" in params and "seed" not in kwargs:
         kwargs["seed"] = s.seed
     if "total_steps" in params and "total_steps" not in kwargs and (kwargs.get("sparsity") is not None
@@ -95,6 +96,18 @@ def _refuse_overrides(flags: dict[str, Any], method_args: dict[str, Any]) -> Non
 #: The flag of each keyword argument that has one.
 _FLAGS = {"lam": "--lam", "sigma": "--sigma", "sparsity": "--sparsity (--sparsities in a sweep)",
           "granularity": "--granularity"}
+
+
+#: Method arguments the CLI fills itself (from --seed, --epochs x batches, the training split).
+_FILLED = ("seed", "total_steps", "data", "loss_fn")
+
+
+def method_flags(params: Any, own_flags: dict[str, Any]) -> list[str]:
+    """The command-line spelling of a method's hyperparameters: its own flag (``--sparsity``) where
+    it has one, else ``--method-arg NAME=VALUE`` (``scope`` -> ``--method-arg scope=...``)."""
+    names = [n for n in params if n != "self" and not n.startswith("_") and n not in _FILLED
+             and params[n].kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    return [f"--{n}" if n in own_flags else f"--method-arg {n}=VALUE" for n in names] or ["no hyperparameter flag"]
 
 
 def full_method_config(model: torch.nn.Module, given: dict[str, Any]) -> dict[str, Any]:
@@ -134,6 +147,59 @@ def train_config(s: RunSettings, method: str | None, device: torch.device):
         raise CLIError(f"{flag_of(err.setting)} {err.value!r} {err.reason}") from None
 
 
+def dry_forward(model: torch.nn.Module, s: RunSettings, splits: Any, device: torch.device) -> None:
+    """One forward on two training samples, before anything is gated or written.
+
+    A model that cannot run on the dataset's inputs (``timm:vit_tiny_patch16_224`` has 16x16 patches,
+    digits are 8x8) failed in the first training step, after the run folder was made, with torch's
+    own error; this says which flags to change instead. In eval mode under ``no_grad``: no batch
+    statistic moves and no random number is drawn."""
+    x = torch.stack([torch.as_tensor(splits.train[i][0]) for i in range(min(2, len(splits.train)))])
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x.to(device))
+    except (RuntimeError, ValueError, TypeError, AssertionError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CLIError(f"--model {s.model} cannot run on --dataset {s.dataset} (inputs {tuple(splits.in_shape)}): "
+                       f"{first}. Choose a model that fits inputs of this size (the zoo's models, e.g. "
+                       f"--model lenet300, conv4, resnet18 or vit, are built for the dataset's input size), a "
+                       f"timm model whose patches or strides fit, or a dataset with larger images. Nothing "
+                       f"was written.") from None
+    finally:
+        model.train(was_training)
+    from torch_slt.experiment.zoo import logits
+
+    width = logits(out).shape[-1]
+    if width != splits.num_classes:
+        raise CLIError(f"--model {s.model} outputs {width} classes but --dataset {s.dataset} has "
+                       f"{splits.num_classes}. Nothing was written.")
+
+
+def apply_seed(seed: int) -> int:
+    """The seed of the random draws ``apply`` makes (edgepopup's scores, hardconcrete's log alpha).
+
+    A hash of the run's seed rather than the seed itself: the network's weights are drawn from a
+    generator seeded with ``seed``, and scores drawn from the same stream would repeat the weights'
+    values (the same reason :mod:`torch_slt.methods.random` hashes its seed)."""
+    digest = hashlib.sha256(f"torch_slt.cli.apply:{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def seeded_apply(model: torch.nn.Module, method: str, run_seed: int, device: torch.device,
+                 **kwargs: Any) -> torch.nn.Module:
+    """``torch_slt.apply`` with torch's global generator seeded from the run's seed, then restored.
+
+    Methods draw their initial state from torch's global generator, so without this the ticket
+    depended on whatever ran before in the process (a sweep's earlier cells, an earlier ``find``): a
+    run is reproduced by its ``--seed`` alone, and a sweep's cells do not depend on their order."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda" if devices else None):
+        torch.manual_seed(apply_seed(run_seed))
+        return torch_slt.apply(model, method, **kwargs)
+
+
 def prepare(s: RunSettings, method: str | None, sparsity: float | None, splits: Any) -> Prepared:
     """Build the spec and the model, gate it (``method`` None: the dense baseline), resolve training."""
     from torch_slt.experiment.train import resolve_device
@@ -146,11 +212,12 @@ def prepare(s: RunSettings, method: str | None, sparsity: float | None, splits: 
                          density=density, seed=s.seed)
         config = train_config(s, method, device)
         model = build_model(spec).to(device)
+        dry_forward(model, s, splits, device)
         kwargs: dict[str, Any] = {}
         if method is not None:
             kwargs = method_kwargs(method, s, sparsity, splits, device)
             trains = s.training.train_weights or torch_slt.get_method(method).trains_weights
-            torch_slt.apply(model, method, freeze=not trains, **kwargs)
+            seeded_apply(model, method, s.seed, device, freeze=not trains, **kwargs)
             kwargs = full_method_config(model, kwargs)
     except CLIError:
         raise

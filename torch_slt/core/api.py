@@ -217,7 +217,11 @@ def penalty(model: nn.Module) -> Tensor:
     Calling it has no side effect: it never advances a schedule (sparsity targets and ``cs`` count
     optimizer steps, see :mod:`torch_slt.core.schedule`), so extra calls for logging change nothing.
     """
+    from torch_slt.core.health import warn_if_gates_not_optimized
+
     gated = [(module, hook) for _, module, hook in gated_tensors(model)]
+    if gated:
+        warn_if_gates_not_optimized(model)   # once per model: an optimizer that misses the gates
     terms, total = [], 0
     for module, hook in gated:
         expected = hook.expected_kept(module)

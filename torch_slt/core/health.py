@@ -6,12 +6,18 @@ random network (chance accuracy on a frozen random net). A sparsity target whose
 (``penalty`` not called) or stopped half way (training shorter than ``total_steps``) gives a ticket at
 the requested sparsity that training never saw. :func:`ticket_warnings` lists such problems;
 :func:`torch_slt.finalize` and :func:`torch_slt.report` (on a model in eval mode) warn with them.
+
+An optimizer that does not hold the gates (built before ``apply``) is caught earlier, at the first
+optimizer step, by :func:`warn_if_gates_not_optimized` (called from :func:`torch_slt.penalty`).
 """
 
 from __future__ import annotations
 
 import warnings
+import weakref
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from torch_slt.core.errors import NonFiniteGateError
@@ -68,3 +74,102 @@ def check_finite_gates(model: nn.Module, who: str) -> None:
     names = nonfinite_gates(model)
     if names:
         raise NonFiniteGateError(message(names, who), names)
+
+
+# ------------------------------------------------------------------ gates left out of the optimizer
+#: The fix printed when an optimizer steps without the gates.
+_OPTIMIZER_FIX = ("build the optimizer after torch_slt.apply, over torch_slt.mask_parameters(model), e.g. "
+                  "torch.optim.Adam(torch_slt.mask_parameters(model), lr=5e-2); an optimizer made before "
+                  "apply holds the frozen weights, not the gates")
+
+# id(model) -> watch state, for the models whose first optimizer step is still awaited.
+_WATCHED: dict[int, dict[str, Any]] = {}
+_HOOK: list[Any] = []  # the handle of the one global optimizer step hook, while a model is watched
+
+
+def warn_if_gates_not_optimized(model: nn.Module) -> bool:
+    """Warn once if the optimizer that trains ``model`` does not update its gates.
+
+    Meant to be called at every :func:`torch_slt.penalty` (training mode, autograd on). The first
+    call starts watching: torch's optimizer step hook notes every optimizer that steps afterwards and
+    holds a parameter of ``model``. At the next call after such a step the check is made, once:
+
+    * an optimizer stepped the model's parameters but holds none of some gates (the usual slip: built
+      over ``model.parameters()`` before ``apply``): warns, naming how many and the fix;
+    * the gates are in it but had no gradient when it stepped (the loss does not reach them, e.g. a
+      forward under ``no_grad`` or on a copy of the model): warns.
+
+    Nothing is said before an optimizer has stepped (gradient accumulation calls the penalty several
+    times per step) nor for a loop without a ``torch.optim`` optimizer. Returns True when it warned.
+    Cheap: after the check it returns at once (one dict lookup).
+    """
+    if not torch.is_grad_enabled() or not model.training:
+        return False
+    key = id(model)
+    state = _WATCHED.get(key)
+    if state is None:
+        if model.__dict__.get("_slt_optimizer_checked"):
+            return False
+        _watch(model)
+        return False
+    if not state["steps"]:
+        return False
+    _unwatch(key)
+    model.__dict__["_slt_optimizer_checked"] = True
+    gates = _named_gates(model)
+    held = state["held"]
+    missing = [n for n, p in gates.items() if id(p) not in held]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        message = (f"the optimizer stepped but holds {len(missing)} of the {len(gates)} gate tensors not "
+                   f"({shown}), so they never train and the ticket is the random start: {_OPTIMIZER_FIX}")
+    elif state["no_grad"] and len(state["no_grad"]) == len(gates):
+        message = ("the optimizer holds the gates but they had no gradient when it stepped: the loss "
+                   "does not reach them (a forward under torch.no_grad, on another copy of the model, or "
+                   "without the gates' hooks), so they never train")
+    else:
+        return False
+    warnings.warn(f"torch_slt: {message}", UserWarning, stacklevel=3)
+    return True
+
+
+def _watch(model: nn.Module) -> None:
+    """Start noting the optimizer steps that touch ``model``'s parameters."""
+    key = id(model)
+    params = {id(p) for p in model.parameters()}
+    gates = {id(p) for p in _gate_parameters(model)}
+    ref = weakref.ref(model, lambda _: _unwatch(key))
+    _WATCHED[key] = {"ref": ref, "params": params, "gates": gates, "held": set(), "no_grad": set(),
+                     "steps": 0}
+    if not _HOOK:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        _HOOK.append(register_optimizer_step_post_hook(_after_step))
+
+
+def _named_gates(model: nn.Module) -> dict[str, nn.Parameter]:
+    """``{qualified name: Parameter}`` of every learned gate tensor (``weight_mu``, scores, ...)."""
+    return {f"{g.qualified}_{field}": g.module._parameters[f"{g.tensor_name}_{field}"]
+            for g in gated_tensors(model) for field in g.hook.fields}
+
+
+def _gate_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return list(_named_gates(model).values())
+
+
+def _after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """Global optimizer step hook: for every watched model, note what the stepped optimizer holds."""
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    ids = {id(p) for p in held}
+    for state in list(_WATCHED.values()):
+        if not ids & state["params"]:
+            continue  # another model's optimizer
+        state["steps"] += 1
+        state["held"] |= ids & state["gates"]
+        state["no_grad"] |= {id(p) for p in held if id(p) in state["gates"] and p.grad is None}
+
+
+def _unwatch(key: int) -> None:
+    _WATCHED.pop(key, None)
+    if not _WATCHED and _HOOK:
+        _HOOK.pop().remove()

@@ -43,6 +43,30 @@ def _short(n: int) -> str:
     return str(n)
 
 
+#: Height of a two-line bar label of :func:`plot_layer_sparsity`, in % of the y axis (fontsize 7).
+_LABEL_HEIGHT = 11.0
+#: Half the band around the overall line that no bar label may cross.
+_LINE_BAND = 1.5
+
+
+def label_position(height: float, line: float) -> tuple[float, bool]:
+    """Where a bar's two-line label starts (its bottom, in % of the y axis), and whether it is inside
+    the bar (white on the bar) rather than above it.
+
+    Above the bar when that keeps it clear of the overall line; else inside the bar, at its foot, when
+    the bar is tall enough and the foot is clear too; else above the line."""
+    def clear(bottom: float) -> bool:
+        return bottom > line + _LINE_BAND or bottom + _LABEL_HEIGHT < line - _LINE_BAND
+
+    above = height + 1.0
+    if clear(above):
+        return above, False
+    foot = 2.0
+    if height >= foot + _LABEL_HEIGHT + 1.0 and clear(foot):
+        return foot, True
+    return line + _LINE_BAND + 0.5, False
+
+
 def plot_layer_sparsity(report: SparsityReport, path: str | os.PathLike, *, title: str | None = None) -> Path:
     """Bar chart of the fraction of weights removed in each gated layer, the view that shows which
     layers a method prunes most, with the overall sparsity as a dashed line. Layers up to 16 get
@@ -73,27 +97,31 @@ def plot_layer_sparsity(report: SparsityReport, path: str | os.PathLike, *, titl
     ax.axhline(100.0 * report.sparsity, color=_COLORS[1], linestyle="--", linewidth=1.5,
                label=f"overall {report.sparsity:.1%} ({_short(report.total - report.kept)} of "
                      f"{_short(report.total)} weights removed)")
+    overall = 100.0 * report.sparsity
     if n <= 16:
         for bar, r in zip(bars, layers):
-            ax.annotate(f"{r.sparsity:.0%}\n{_short(r.total)}", (bar.get_x() + bar.get_width() / 2,
-                        bar.get_height()), xytext=(0, 2), textcoords="offset points", ha="center",
-                        va="bottom", fontsize=7)
+            y, inside = label_position(100.0 * r.sparsity, overall)
+            ax.annotate(f"{r.sparsity:.0%}\n{_short(r.total)}", (bar.get_x() + bar.get_width() / 2, y),
+                        ha="center", va="bottom", fontsize=7, color="white" if inside else "black")
     ax.set_xticks(list(xs))
     rotate = n > 6 or max(len(r.name) for r in layers) > 12
     ax.set_xticklabels([r.name for r in layers], rotation=90 if rotate else 0, fontsize=8 if n > 12 else 9)
     ax.set_xlabel("layer (gated tensor)" + ("; bar labels: sparsity, weights in layer" if n <= 16 else ""))
     ax.set_ylabel("sparsity (% of weights removed)")
-    ax.set_ylim(0, 122 if n <= 16 else 112)
+    ax.set_ylim(0, 100 + (_LABEL_HEIGHT + 2 if n <= 16 else 3))
     ax.set_yticks(range(0, 101, 20))
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper left", ncols=2, fontsize=8, framealpha=0.95)  # in the band above 100 %
     ax.set_title(title or "Per-layer sparsity")
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)  # off the bars and labels
     return _save(fig, path)
 
 
 def plot_accuracy_vs_sparsity(rows: list[dict[str, Any]], path: str | os.PathLike, *,
-                              dense_accuracy: float | None = None, title: str | None = None) -> Path:
-    """Test accuracy against sparsity, one line per method, the dense baseline as a dashed line.
+                              dense_accuracy: float | None = None, title: str | None = None,
+                              chance_accuracy: float | None = None) -> Path:
+    """Test accuracy against sparsity, one line per method, the dense baseline as a dashed line, the
+    chance level (``chance_accuracy``) as a dotted one; the legend is outside the axes, right of them,
+    so it never covers a point.
 
     Args:
         rows: one dict per run: ``{"method": str, "sparsity": float, "accuracy": float}`` with
@@ -104,6 +132,8 @@ def plot_accuracy_vs_sparsity(rows: list[dict[str, Any]], path: str | os.PathLik
         path: the image file to write.
         dense_accuracy: accuracy of the dense network with trained weights, drawn dashed.
         title: the plot title.
+        chance_accuracy: accuracy of guessing (``1 / classes``), drawn dotted: a ticket on it learned
+            nothing.
 
     Example:
         >>> import tempfile
@@ -128,7 +158,9 @@ def plot_accuracy_vs_sparsity(rows: list[dict[str, Any]], path: str | os.PathLik
         groups[str(row["method"])][round(float(target), 6)].append((sparsity, accuracy))
     if dense_accuracy is not None and not 0.0 <= float(dense_accuracy) <= 1.0:
         raise ValueError(f"plot_accuracy_vs_sparsity(): dense_accuracy={dense_accuracy} must be in [0, 1]")
-    fig = _figure(7.0, 4.8)
+    if chance_accuracy is not None and not 0.0 <= float(chance_accuracy) <= 1.0:
+        raise ValueError(f"plot_accuracy_vs_sparsity(): chance_accuracy={chance_accuracy} must be in [0, 1]")
+    fig = _figure(8.2, 4.8)
     ax = fig.add_subplot()
     lows = []
     for i, (method, points) in enumerate(groups.items()):
@@ -144,6 +176,10 @@ def plot_accuracy_vs_sparsity(rows: list[dict[str, Any]], path: str | os.PathLik
         ax.axhline(100.0 * dense_accuracy, color="black", linestyle="--", linewidth=1.3,
                    label=f"dense, trained weights ({dense_accuracy:.1%})")
         lows.append(100.0 * dense_accuracy)
+    if chance_accuracy is not None:
+        ax.axhline(100.0 * chance_accuracy, color="0.4", linestyle=":", linewidth=1.5,
+                   label=f"chance ({chance_accuracy:.1%})")
+        lows.append(100.0 * chance_accuracy)
     ax.set_xlabel("sparsity (% of weights removed)")
     ax.set_ylabel("test accuracy (%)")
     xs_all = [100.0 * s for points in groups.values() for runs in points.values() for s, _ in runs]
@@ -151,7 +187,7 @@ def plot_accuracy_vs_sparsity(rows: list[dict[str, Any]], path: str | os.PathLik
     ax.set_xlim(max(0.0, min(xs_all) - pad), min(100.0, max(xs_all) + pad))
     ax.set_ylim(max(0.0, 5 * math.floor((min(lows) - 3) / 5)), 100.5)
     ax.grid(alpha=0.3)
-    ax.legend(title="method", fontsize=9, loc="lower left", framealpha=0.9)
+    fig.legend(fontsize=8, loc="outside right upper", frameon=False)  # never over a point
     ax.set_title(title or "Test accuracy against sparsity")
     return _save(fig, path)
 

@@ -9,7 +9,11 @@
   unfroze, e.g. a new classification head, or the weights under a fixed mask). Gates never get weight
   decay: the penalty is their regularizer. Everything else (optimizer type, learning-rate schedule,
   mixed precision, DDP, logging) is the ``Trainer``'s, driven by ``TrainingArguments`` as usual;
-* its logs add ``slt_sparsity`` (fraction of gated weights the hard masks remove) and ``slt_penalty``.
+* its logs add ``slt_sparsity`` (fraction of gated weights the hard masks remove) and ``slt_penalty``;
+* a sparsity target without ``total_steps`` (``apply(model, "stg", sparsity=0.7)``) gets the run's
+  optimiser steps (``TrainingArguments.max_steps``, or epochs x update steps per epoch), so its ramp
+  spans the training it is given; a ``total_steps`` you passed is kept. It is logged once, at info
+  level (:func:`torch_slt.core.schedule_setup.set_total_steps`).
 
 Gate the model before building the trainer, and finalize it after training::
 
@@ -26,6 +30,7 @@ model gated the same way).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from torch import nn
@@ -41,6 +46,7 @@ except ImportError as err:  # pragma: no cover - exercised only without transfor
     ) from err
 
 _TRAIN_CHOICES = ("masks", "trainable")
+logger = logging.getLogger(__name__)
 
 
 class SLTTrainer(Trainer):
@@ -109,6 +115,17 @@ class SLTTrainer(Trainer):
         finally:
             for p in hidden:
                 p.requires_grad_(True)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: Any = None):
+        """The ``Trainer``'s scheduler; first, the sparsity targets without ``total_steps`` get the run's
+        optimiser steps (``Trainer`` calls this once per ``train()``, before the first step, with them)."""
+        from torch_slt.core.schedule_setup import set_total_steps
+
+        if self.model is not None and num_training_steps and num_training_steps > 0 \
+                and set_total_steps(self.model, int(num_training_steps)):
+            logger.info("SLTTrainer: the sparsity target ramps over this run's %d optimiser steps "
+                        "(total_steps was not given to apply)", int(num_training_steps))
+        return super().create_scheduler(num_training_steps, optimizer)
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         gates = {n for n, _ in torch_slt.named_mask_parameters(model)}

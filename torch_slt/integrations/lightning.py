@@ -23,10 +23,16 @@ in every configuration.
 Gates are created in ``setup``, before ``configure_optimizers`` runs and before Lightning restores a
 checkpoint (``trainer.fit(..., ckpt_path=...)``), so a gated checkpoint loads into the gated module
 strictly, and ``torch_slt.mask_parameters(self)`` in ``configure_optimizers`` sees the gates.
+
+A sparsity target without ``total_steps`` (``SLTCallback("stg", sparsity=0.9)``) gets the run's
+optimiser steps, ``trainer.estimated_stepping_batches``, at train start (said once, at info level); a
+``total_steps`` you passed is kept.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
 import torch
@@ -42,6 +48,21 @@ except ImportError:  # pragma: no cover - the standalone package name
         from pytorch_lightning.callbacks import Callback
     except ImportError as err:
         raise ImportError("torch_slt.integrations.lightning needs Lightning: pip install lightning") from err
+
+logger = logging.getLogger(__name__)
+
+
+def _info(message: str) -> None:
+    """Lightning's own info channel (shown by default, rank 0 only) when it is there."""
+    try:
+        from lightning.pytorch.utilities import rank_zero_info
+    except ImportError:  # pragma: no cover - the standalone package
+        try:
+            from pytorch_lightning.utilities import rank_zero_info
+        except ImportError:
+            logger.info(message)
+            return
+    rank_zero_info(message)
 
 
 class SLTCallback(Callback):
@@ -88,6 +109,7 @@ class SLTCallback(Callback):
         torch_slt.apply(pl_module, self.method, **self.apply_kwargs)
 
     def on_train_start(self, trainer: Any, pl_module: torch.nn.Module) -> None:
+        self._set_total_steps(trainer, pl_module)
         if not self.check_optimizer:
             return
         held = {id(p) for opt in trainer.optimizers for g in opt.param_groups for p in g["params"]}
@@ -99,6 +121,17 @@ class SLTCallback(Callback):
                 f"configure_optimizers() should optimize torch_slt.mask_parameters(self), e.g. "
                 f"torch.optim.Adam(torch_slt.mask_parameters(self), lr=0.05)"
             )
+
+    def _set_total_steps(self, trainer: Any, pl_module: torch.nn.Module) -> None:
+        """Sparsity targets without ``total_steps`` get the run's optimiser steps (when finite)."""
+        from torch_slt.core.schedule_setup import set_total_steps
+
+        steps = getattr(trainer, "estimated_stepping_batches", None)
+        if steps is None or not math.isfinite(steps) or steps < 1:
+            return  # an endless run (max_steps=-1, max_epochs=-1): no length to give
+        if set_total_steps(pl_module, int(steps)):
+            _info(f"SLTCallback: the sparsity target ramps over this run's {int(steps)} optimiser steps "
+                  f"(trainer.estimated_stepping_batches; total_steps was not given)")
 
     def _log(self, pl_module: Any, **kwargs: Any) -> None:
         if not torch_slt.is_gated(pl_module):

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from torch_slt.cli import output
 from torch_slt.cli.evaluation import find_tickets
@@ -34,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from torch_slt.analysis import mask_overlap, overlap_matrix
 
-    labels, models, data = _collect(args)
+    labels, models, data, networks = _collect(args)
     if len(models) < 2:
         raise CLIError(f"compare needs at least two tickets; got {len(models)} from {', '.join(args.paths)}.")
     if args.line and not data.get("dataset"):
@@ -52,7 +55,15 @@ def run(args: argparse.Namespace) -> int:
         "tickets": labels, "jaccard": matrix.tolist(),
         "pairs": [{"a": labels[i], "b": labels[j], **o.to_dict()} for (i, j), o in pairs.items()]}
     text = _markdown(labels, pairs)
-    figures = _figures(labels, models, matrix, out)
+    mixed = different_networks(labels, networks)
+    result["same_network"] = mixed is None
+    if mixed:
+        print(f"torch-slt compare: warning: {mixed}", file=sys.stderr)
+        text = f"**Warning: {mixed}**\n\n{text}"
+    chance = torch.ones_like(matrix)
+    for (i, j), o in pairs.items():
+        chance[i, j] = chance[j, i] = o.chance
+    figures = _figures(labels, models, matrix, chance, out)
     if args.line:
         line = _line(models, labels, data, args, out)
         result["line"] = line.to_dict()
@@ -67,10 +78,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _collect(args: argparse.Namespace) -> tuple[list[str], list[Any], dict[str, Any]]:
-    from torch_slt.experiment.ticket import load_ticket
+def different_networks(labels: list[str], networks: list[dict[str, Any]]) -> str | None:
+    """A sentence when the tickets' random networks differ (weights hashes), else None.
 
-    labels, models, data = [], [], None
+    Masks over two different random networks share weights only by position: their overlap says
+    nothing about one subnetwork found twice, and is chance-like by construction."""
+    groups: dict[str, list[int]] = {}
+    for i, net in enumerate(networks):
+        groups.setdefault(net["weights_hash"], []).append(i)
+    if len(groups) < 2:
+        return None
+    described = "; ".join(
+        f"{', '.join(labels[i] for i in idx[:3])}{', ...' if len(idx) > 3 else ''}: "
+        f"seed {networks[idx[0]]['seed']}, init {networks[idx[0]]['init']}, weights {h[7:19]}..."
+        for h, idx in groups.items())
+    return (f"the tickets come from {len(groups)} different random networks ({described}). Their masks "
+            f"select weights of different values, so the overlap is not one subnetwork found twice; "
+            f"compare tickets of one network (the same --model, --width, --init and --seed).")
+
+
+def _collect(args: argparse.Namespace) -> tuple[list[str], list[Any], dict[str, Any], list[dict[str, Any]]]:
+    from torch_slt.experiment.ticket import load_ticket, ticket_info
+
+    labels, models, data, networks = [], [], None, []
     for raw in args.paths:
         path = Path(raw)
         if path.is_file() and path.name.endswith(".slt.safetensors"):
@@ -83,11 +113,14 @@ def _collect(args: argparse.Namespace) -> tuple[list[str], list[Any], dict[str, 
         for label, ticket in found:
             try:
                 models.append(load_ticket(ticket)[0])
+                info = ticket_info(ticket)
             except (OSError, ValueError) as err:
                 raise CLIError(f"{ticket}: {err}") from None
             labels.append(label)
+            networks.append({"weights_hash": info["weights_hash"], "seed": info["spec"].seed,
+                             "init": info["spec"].init})
     return labels, models, data or {"dataset": args.dataset, "data_dir": args.data_dir, "val_fraction": 0.1,
-                                     "seed": 0}
+                                     "seed": 0}, networks
 
 
 def _markdown(labels: list[str], pairs: dict) -> str:
@@ -101,11 +134,11 @@ def _markdown(labels: list[str], pairs: dict) -> str:
     return "\n".join(lines)
 
 
-def _figures(labels, models, matrix, out: Path) -> list[str]:
+def _figures(labels, models, matrix, chance, out: Path) -> list[str]:
     from torch_slt.analysis import plot_layer_profiles, plot_overlap_heatmap
 
     try:
-        plot_overlap_heatmap(matrix, labels, out / "overlap.png")
+        plot_overlap_heatmap(matrix, labels, out / "overlap.png", chance=chance)
         plot_layer_profiles(dict(zip(labels, models)), out / "profiles.png")
     except ImportError as err:
         print(f"torch-slt compare: no figures ({err})")

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
               "versions": {"torch_slt": torch_slt.__version__, "torch": torch.__version__},
               "settings": {**s.to_dict(), "methods": methods, "sparsities": sparsities}, "rows": rows,
               "dense": dense, "wall_time_s": time.perf_counter() - t_start}
-    _plot(result, out)
+    _plot(result, out, splits.num_classes)
     (out / "sweep.md").write_text(sweep_markdown(result))
     output.write_json(out / "sweep.json", result)
     for leftover in (out / CELLS).glob("*.ckpt.pt*"):  # a kill between a row and its cleanup
@@ -171,7 +171,7 @@ def _plan(methods: list[str], sparsities: list[float]) -> list[tuple[str, float 
     return plan
 
 
-def _plot(result: dict[str, Any], out: Path) -> None:
+def _plot(result: dict[str, Any], out: Path, num_classes: int) -> None:
     s, rows, dense = result["settings"], result["rows"], result["dense"]
     try:
         from torch_slt.experiment.plots import plot_accuracy_vs_sparsity
@@ -180,6 +180,7 @@ def _plot(result: dict[str, Any], out: Path) -> None:
             [{"method": r["method"], "sparsity": r["sparsity"], "accuracy": r["test_accuracy"]}
              for r in rows],
             out / "curve.png", dense_accuracy=dense["test_accuracy"] if dense else None,
+            chance_accuracy=1.0 / num_classes,
             title=f"{s['model']} / {s['dataset']}, seed {s['seed']}")
     except ImportError as err:
         print(f"torch-slt sweep: no plot ({err})", file=sys.stderr)

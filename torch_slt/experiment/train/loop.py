@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -19,6 +20,8 @@ from torch_slt.experiment.files import brief
 from torch_slt.experiment.train.checkpoint import (_load_checkpoint, _rng_state, _save_checkpoint,
                                                   _set_rng_state)
 from torch_slt.experiment.train.config import METHOD_DEFAULTS, FitResult, TrainConfig
+
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------- optimisation
@@ -93,6 +96,10 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
         NonFiniteGateError: at the end of an epoch, when a gate holds NaN or infinity (a NaN batch or
             a diverging loss); the checkpoint of the previous epoch is kept.
 
+    A sparsity target without ``total_steps`` (``apply(model, "stg", sparsity=0.9)``) gets this run's
+    steps, epochs x batches per epoch (logged once at info level), so its ramp spans the training
+    (:func:`torch_slt.core.schedule_setup.set_total_steps`); a ``total_steps`` given to ``apply`` is kept.
+
     ``fit`` seeds torch's global RNG with ``config.seed`` (the gate noise is drawn from it) and shuffles
     with its own generator, so two calls with the same config give the same masks. The checkpoint holds
     every RNG state, which is why a resumed run matches an uninterrupted one bit for bit (on the same
@@ -108,6 +115,7 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
                            num_workers=cfg.num_workers, device=device)
     if val is not None:
         val = _loader(val, 512, shuffle=False, num_workers=cfg.num_workers, device=device)
+    _set_total_steps(model, cfg, train_loader)
     groups = _param_groups(model, cfg, method)
     optimizer = _optimizer(groups, cfg) if groups else None
     scheduler = _scheduler(optimizer, cfg) if optimizer is not None else None
@@ -167,6 +175,20 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     result.completed = len(result.history) >= cfg.epochs and stop == cfg.epochs
     model.eval()
     return result
+
+
+def _set_total_steps(model: nn.Module, cfg: TrainConfig, loader: Iterable) -> None:
+    """Sparsity targets without ``total_steps`` span this run: epochs x batches (when the loader has a
+    length; an iterable without one leaves them at their default)."""
+    from torch_slt.core.schedule_setup import set_total_steps
+
+    try:
+        steps = cfg.epochs * len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return
+    if steps > 0 and set_total_steps(model, steps):
+        logger.info("fit(): the sparsity target ramps over this run's %d steps (%d epochs x %d batches; "
+                    "total_steps was not given to apply)", steps, cfg.epochs, steps // cfg.epochs)
 
 
 def _train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, device: torch.device,
