@@ -49,8 +49,18 @@ class SLTMethod(prune.BasePruningMethod):
     trains_weights: ClassVar[bool] = False
     #: Names of the learned tensors, registered on the module as ``<tensor>_<field>``.
     fields: ClassVar[tuple[str, ...]] = ()
+    #: Other ``<tensor>_<suffix>`` attributes the method may register (``cs``: ``beta``, ``step``).
+    added_names: ClassVar[tuple[str, ...]] = ()
 
     _tensor_name: str | None = None
+
+    @classmethod
+    def names_added(cls, name: str) -> list[str]:
+        """Every attribute gating ``<name>`` may create on its module: ``<name>_orig``, ``<name>_mask``,
+        the learned fields, the method's own extras, and (learned methods) ``<name>_step``, the counter
+        of a sparsity target. :func:`_check_gateable` refuses a module that already holds one."""
+        suffixes = ["orig", "mask", *cls.fields, *cls.added_names] + (["step"] if cls.learned else [])
+        return [f"{name}_{suffix}" for suffix in dict.fromkeys(suffixes)]
 
     # ------------------------------------------------------------------ what a subclass provides
     def hard_mask(self, module: nn.Module) -> Tensor:
@@ -168,9 +178,10 @@ class SLTMethod(prune.BasePruningMethod):
             raise NonFiniteGateError(finite.message(bad, f"prune.remove({type(module).__name__}, {name!r})"),
                                      bad)
         orig = module._parameters[name + "_orig"]
-        with torch.no_grad():
+        # Not an inference tensor even inside torch.inference_mode(): one would refuse later training.
+        with torch.inference_mode(False), torch.no_grad():
             baked = orig * self.hard_mask(module).to(orig.dtype)
-        orig.data = baked
+            orig.data = baked
         # prune.remove() deletes the pre-hook itself once this returns.
         self._undo(module, orig, drop_pre_hook=False)
 
@@ -362,12 +373,29 @@ def _check_gateable(cls: type, module: nn.Module, name: str) -> None:
     if found is not None:
         raise UnsupportedModelError(refusal(f"{cls.__name__}.apply()", module, found, name))
     refuse_if_uninitialized(module, name, f"{cls.__name__}.apply()")
+    refuse_name_clash(cls, module, name, f"{cls.__name__}.apply()")
     orig = getattr(module, name, None)
     if not isinstance(orig, nn.Parameter):
         raise TypeError(
             f"{cls.__name__}.apply(): {type(module).__name__}.{name} must be an nn.Parameter, "
             f"got {type(orig).__name__}"
         )
+
+
+def refuse_name_clash(cls: type, module: nn.Module, name: str, label: str) -> None:
+    """Refuse a module that already holds a parameter, buffer, submodule or attribute under a name the
+    gate would create: registering it would silently replace the user's tensor, and ``finalize``
+    would then delete it."""
+    taken = [key for key in cls.names_added(name)
+             if key in module._parameters or key in module._buffers or key in module._modules
+             or key in module.__dict__]
+    if taken:
+        method = getattr(cls, "name", "") or cls.__name__
+        raise UnsupportedModelError(
+            f"{label}: {type(module).__name__} already has {', '.join(map(repr, taken))}, a name that "
+            f"{method!r} creates when it gates {name!r} (it would overwrite it, and finalize would delete "
+            f"it). Rename your tensor (e.g. register_buffer('my_{taken[0]}', ...)) or leave this module "
+            f"out with exclude=.")
 
 
 def pruning_hook(module: nn.Module, name: str) -> prune.BasePruningMethod | None:

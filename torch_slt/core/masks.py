@@ -129,10 +129,7 @@ def remove_gates(model: nn.Module) -> nn.Module:
         raise NotGatedError("remove_gates(): the model has no torch_slt gates")
     for _, module, hook in gated:
         hook._undo(module, module._parameters[hook._tensor_name + "_orig"])
-    params = dict(model.named_parameters())
-    for name, flag in model.__dict__.pop(api._FROZEN_ATTR, {}).items():
-        if name in params:
-            params[name].requires_grad_(flag)
+    api.restore_frozen(model)
     history = model.__dict__.get(api._HISTORY_ATTR, {})
     for name, module, hook in gated:
         history.pop(api._qualify(name, hook._tensor_name), None)

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from typing import Any, Iterable
+
+
+def is_real(value: Any) -> bool:
+    """A real number that is not a bool: Python's ``int``/``float`` and NumPy's scalars
+    (``np.float32(0.5)``, ``np.int64(3)``), which register as :class:`numbers.Real` without
+    subclassing ``float``. NumPy's ``bool_`` is not a ``numbers.Real``, so it is refused like ``bool``."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_integer(value: Any) -> bool:
+    """An integer that is not a bool: ``int`` or a NumPy integer scalar."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def sparsity_or_amount(sparsity: Any, amount: Any, who: str) -> tuple[Any, str]:
@@ -18,7 +31,7 @@ def sparsity_or_amount(sparsity: Any, amount: Any, who: str) -> tuple[Any, str]:
     if sparsity is not None:
         raise TypeError(f"{who}: got both sparsity={sparsity!r} and amount={amount!r}; amount is torch's "
                         f"name for sparsity (the fraction of weights removed): pass only one")
-    if isinstance(amount, int) and not isinstance(amount, bool):
+    if is_integer(amount):
         raise TypeError(f"{who}: amount={amount!r} is an int, which torch.nn.utils.prune reads as a number "
                         f"of weights; torch_slt takes the fraction removed, a float in [0, 1) such as "
                         f"amount=0.9")
@@ -35,9 +48,9 @@ def check_sparsity(sparsity: Any, who: str, *, required: bool = True, name: str 
                 f"e.g. sparsity=0.9"
             )
         return None
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+    if not is_real(sparsity):
         raise TypeError(f"{who}: {name} must be a float in [0, 1), got {sparsity!r}")
-    if not (0.0 <= float(sparsity) < 1.0) or math.isnan(sparsity):
+    if not (0.0 <= float(sparsity) < 1.0) or math.isnan(float(sparsity)):
         raise ValueError(
             f"{who}: {name}={sparsity!r} is outside [0, 1); it is the fraction of weights removed "
             f"(0.9 keeps 10%)"
@@ -62,7 +75,7 @@ def check_positive(name: str, value: Any, who: str) -> float:
 def _check_finite_number(name: str, value: Any, who: str) -> None:
     """A real number that is neither NaN nor infinite: ``lam=inf`` would make every gate close at the
     first step (and ``inf * 0`` in the penalty is NaN), so it is refused like NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_real(value):
         raise TypeError(f"{who}: {name} must be a number, got {value!r}")
     if not math.isfinite(value):
         from torch_slt.core.errors import NonFiniteError
@@ -77,7 +90,7 @@ def check_finite(name: str, value: Any, who: str) -> float:
 
 
 def check_probability(name: str, value: Any, who: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+    if not is_real(value) or not 0.0 < value < 1.0:
         raise ValueError(f"{who}: {name}={value!r} must be a probability strictly between 0 and 1")
     return float(value)
 
@@ -86,15 +99,15 @@ def check_optional_positive_int(name: str, value: Any, who: str) -> int | None:
     """``None`` or an integer >= 1 (a step count)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_integer(value) or value < 1:
         raise ValueError(f"{who}: {name}={value!r} must be a positive integer (a number of optimiser steps, "
                          f"e.g. len(loader) * epochs) or None")
-    return value
+    return int(value)
 
 
 def check_fraction(name: str, value: Any, who: str) -> float:
     """A number in (0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+    if not is_real(value) or not 0.0 < value <= 1.0:
         raise ValueError(f"{who}: {name}={value!r} must be a fraction in (0, 1]")
     return float(value)
 

@@ -37,7 +37,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from torch_slt.core.validation import check_choice, check_probability
+from torch_slt.core.validation import check_choice, check_probability, is_real
 from torch_slt.core.base import LearnedMaskMethod
 from torch_slt.core.registry import register_method
 
@@ -82,8 +82,7 @@ class Supermask(LearnedMaskMethod):
     fields = ("scores",)
 
     def __init__(self, score_init: float = 0.0, threshold: float = 0.5, eval_mode: str = "hard") -> None:
-        if isinstance(score_init, bool) or not isinstance(score_init, (int, float)) \
-                or not math.isfinite(score_init):
+        if not is_real(score_init) or not math.isfinite(score_init):
             raise ValueError(f"supermask: score_init={score_init!r} must be a finite number (a logit)")
         self.score_init = float(score_init)
         self.threshold = check_probability("threshold", threshold, "supermask")

@@ -39,7 +39,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from torch_slt.core.validation import check_choice
+from torch_slt.core.validation import check_choice, is_integer
 from torch_slt.core.base import FixedMaskMethod
 from torch_slt.core.targets import target_tensor
 from torch_slt.methods import _scoring
@@ -71,17 +71,17 @@ class Synflow(FixedMaskMethod):
                  schedule: str = "exponential", input_shape: Sequence[int] | None = None,
                  data: Any = None, *, amount: float | None = None) -> None:
         super().__init__(sparsity, scope, amount=amount)
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        if not is_integer(iterations) or iterations < 1:
             raise ValueError(f"synflow: iterations={iterations!r} must be an int >= 1 (the paper uses 100)")
-        self.iterations = iterations
+        self.iterations = int(iterations)
         self.schedule = check_choice("schedule", schedule, ("exponential", "linear"))
         if input_shape is not None:
-            if isinstance(input_shape, int):
+            if is_integer(input_shape):
                 input_shape = (input_shape,)
             try:
                 valid = not isinstance(input_shape, (str, bytes)) and all(
-                    isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in input_shape)
-                shape = tuple(input_shape) if valid else ()
+                    is_integer(s) and s >= 1 for s in input_shape)
+                shape = tuple(int(s) for s in input_shape) if valid else ()
             except TypeError:
                 shape = ()
             if not shape:
