@@ -288,7 +288,9 @@ class FixedMaskMethod(SLTMethod):
         ``magnitude``), within ``default_mask``. ``t`` may be importance scores, as in torch."""
         from torch_slt.core.selection import keep_top
 
-        keep = keep_top([self.tensor_scores(t)], self.sparsity)[0]
+        scores = self.tensor_scores(t)
+        _check_scores([scores], ["the tensor"], type(self))
+        keep = keep_top([scores], self.sparsity)[0]
         return default_mask * keep.to(default_mask.dtype)
 
     def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
@@ -299,6 +301,7 @@ class FixedMaskMethod(SLTMethod):
         from torch_slt.core.selection import keep_top
 
         scores = self.scores(model, targets)
+        _check_scores(scores, [_target_label(t) for t in targets], type(self))
         if self.scope == "global":
             masks = keep_top(scores, self.sparsity)
         else:
@@ -312,6 +315,7 @@ class FixedMaskMethod(SLTMethod):
         if mask is None:
             # Called directly on one module (torch style): rank this tensor alone.
             scores = importance_scores if importance_scores is not None else self.tensor_scores(orig)
+            _check_scores([scores], [f"{type(module).__name__}.{self._tensor_name}"], type(self))
             mask = keep_top([scores], self.sparsity)[0]
         self._initial_mask = mask.to(device=orig.device, dtype=torch.bool)
 
@@ -328,6 +332,17 @@ class FixedMaskMethod(SLTMethod):
         if mask is None:  # during apply, before the buffer exists
             mask = self.__dict__.pop("_initial_mask")
         return mask.bool()
+
+
+def _check_scores(scores: list[Tensor], names: list[str], cls: type) -> None:
+    from torch_slt.core.finite import check_finite_scores
+
+    check_finite_scores(scores, names, f"{getattr(cls, 'name', '') or cls.__name__}")
+
+
+def _target_label(target: Any) -> str:
+    """``"fc.weight"`` for a :class:`~torch_slt.core.targets.Target`, its module name for a pair."""
+    return getattr(target, "qualified", None) or str(target[0])
 
 
 class DetachAfterForward:

@@ -112,6 +112,7 @@ class Synflow(FixedMaskMethod):
                masks: list[Tensor] | None = None) -> list[Tensor]:
         """One round of SynFlow scores (float64, on the weights' devices); weights where ``masks`` is
         False count as zero (so they score 0)."""
+        _check_finite_parameters(model)
         with _scoring.preserved_state(model), torch.enable_grad():
             flow = _Linearized(model, targets, self._sample_shape())
             return flow.scores(masks)
@@ -124,6 +125,7 @@ class Synflow(FixedMaskMethod):
         masks = [torch.ones_like(target_tensor(t), dtype=torch.bool) for t in targets]
         if self.sparsity == 0.0:
             return masks
+        _check_finite_parameters(model)
         with _scoring.preserved_state(model), torch.enable_grad():
             flow = _Linearized(model, targets, self._sample_shape())
             for t in range(1, self.iterations + 1):
@@ -151,6 +153,16 @@ class Synflow(FixedMaskMethod):
                    importance_scores: Tensor | None) -> None:
         super().init_state(module, orig, mask, importance_scores)
         self.data = None  # only its shape was needed; keep no reference on the model
+
+
+def _check_finite_parameters(model: nn.Module) -> None:
+    """SynFlow's flow runs through every parameter and buffer: one NaN makes every score NaN (and the
+    flow would look like an overflow), so say which tensor holds it."""
+    from torch_slt.core.finite import check_finite_scores
+
+    tensors = [(n, t.detach()) for n, t in [*model.named_parameters(), *model.named_buffers()]
+               if t.is_floating_point()]
+    check_finite_scores([t for _, t in tensors], [n for n, _ in tensors], "synflow")
 
 
 class _Linearized:
