@@ -11,7 +11,7 @@ from torch.nn.utils import prune
 
 from torch_slt.core.validation import check_kwargs
 from torch_slt.core.base import SLTMethod, refuse_if_pruned, refuse_if_uninitialized
-from torch_slt.core.errors import AlreadyGatedError, NotGatedError
+from torch_slt.core.errors import AlreadyGatedError, NotGatedError, UnsupportedModelError
 from torch_slt.core.registry import get_method
 from torch_slt.core.targets import Selector, Target, select_targets
 
@@ -71,16 +71,27 @@ def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: S
     prototype = cls(**kwargs)  # validates the hyperparameters before the model is touched
     selected = select_targets(model, targets, exclude)
     readers = _check_selected(model, selected, cls)
-    extras = dict(zip(selected, prototype.plan(model, selected)))
-    return _gate(model, cls, selected, readers,
-                 lambda target: cls.apply(target.module, target.tensor, **kwargs, **extras[target]),
-                 (cls.learned and not cls.trains_weights) if freeze is None else freeze)
+    try:
+        extras = dict(zip(selected, prototype.plan(model, selected)))
+        return _gate(model, cls, selected, readers,
+                     lambda target: cls.apply(target.module, target.tensor, **kwargs, **extras[target]),
+                     (cls.learned and not cls.trains_weights) if freeze is None else freeze)
+    except RuntimeError as err:  # _gate has undone every gate: the model is as it was
+        if "meta" in str(err) and any(t.module._parameters[t.tensor].is_meta for t in selected):
+            raise UnsupportedModelError(
+                f"apply(): {cls.name!r} computes its mask at apply from tensor values (the weights, scores, a "
+                f"random draw or a sparsity target's ranking), and the model lives on the meta device, which "
+                f"holds shapes only. "
+                f"Materialize it first (model.to_empty(device='cpu') then initialize the weights, or load a "
+                f"checkpoint with load_state_dict(..., assign=True)), or gate with a method that needs no "
+                f"values at apply ('stg', 'hardconcrete', 'supermask', 'cs' without sparsity=).") from err
+        raise
 
 
 def _check_selected(model: nn.Module, selected: list[Target], cls: type[SLTMethod]) -> list:
     """Refuse targets that cannot be gated safely (already pruned, tied, a user tensor under a name the
     gate creates); find outside readers."""
-    from torch_slt.core.base import refuse_name_clash
+    from torch_slt.core.base import refuse_name_clash, refuse_sparse_gradient
     from torch_slt.core.checks import check_targets
 
     for target in selected:
@@ -90,6 +101,7 @@ def _check_selected(model: nn.Module, selected: list[Target], cls: type[SLTMetho
             raise AlreadyGatedError(f"apply(): module {target.name!r}: {err}") from None
         refuse_if_uninitialized(target.module, target.tensor, f"apply(): module {target.name!r}")
         refuse_name_clash(cls, target.module, target.tensor, f"apply(): module {target.name!r}")
+        refuse_sparse_gradient(cls, target.module, target.tensor, f"apply(): module {target.name!r}")
     return check_targets(model, selected)
 
 

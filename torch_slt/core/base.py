@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from torch_slt.core.errors import AlreadyGatedError, NonFiniteGateError, UnsupportedModelError
-from torch_slt.core.metadata import GateMetadata
+from torch_slt.core.metadata import GateLoadCheck, GateMetadata
 
 
 class SLTMethod(prune.BasePruningMethod):
@@ -143,6 +143,8 @@ class SLTMethod(prune.BasePruningMethod):
             # Public since torch 2.5 or so; the private twin has the same signature before that.
             getattr(module, "register_state_dict_post_hook", module._register_state_dict_hook)(
                 GateMetadata(method))
+            module._register_load_state_dict_pre_hook(GateLoadCheck(method), with_module=True)
+            module.__dict__["__prepare_scriptable__"] = ScriptRefusal(method)
         except BaseException:
             method._undo(module, orig)
             raise
@@ -201,9 +203,13 @@ class SLTMethod(prune.BasePruningMethod):
         # Helper hooks this gate owns: its state_dict metadata hook, and the refresh hooks that
         # torch_slt.core.checks installs on modules that read this weight in their own forward.
         for hooked in [module, *self.__dict__.pop("_hooked_modules", [])]:
-            for hooks in (hooked._forward_pre_hooks, hooked._forward_hooks, hooked._state_dict_hooks):
-                for key in [k for k, h in hooks.items() if getattr(h, "owner", None) is self]:
+            for hooks in (hooked._forward_pre_hooks, hooked._forward_hooks, hooked._state_dict_hooks,
+                          hooked._load_state_dict_pre_hooks):
+                # (torch wraps load pre-hooks in a _WrappedHook holding ours as .hook)
+                for key in [k for k, h in hooks.items() if _owner(h) is self]:
                     del hooks[key]
+        if _owner(module.__dict__.get("__prepare_scriptable__")) is self:
+            del module.__dict__["__prepare_scriptable__"]
         module._parameters[name] = orig
         _refresh_rnn_weights(module, name)
         order = getattr(self, "_param_order", None)
@@ -376,6 +382,28 @@ def _refresh_rnn_weights(module: nn.Module, name: str) -> None:
         module._init_flat_weights()
 
 
+def _owner(hook: Any) -> Any:
+    """The gate that installed ``hook`` (looking through torch's ``_WrappedHook``), or None."""
+    return getattr(getattr(hook, "hook", hook), "owner", None)
+
+
+class ScriptRefusal:
+    """Set as the gated module's ``__prepare_scriptable__``, which ``torch.jit.script`` calls on every
+    submodule first: the gate's pre-hook is a Python object TorchScript cannot compile (it would fail
+    with ``'DetachAfterForward' object has no attribute '__name__'``), so say why and what works."""
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner
+
+    def __call__(self) -> None:
+        method = type(self.owner).name or type(self.owner).__name__
+        raise UnsupportedModelError(
+            f"torch.jit.script(): this model carries torch_slt gates ({method!r} on "
+            f"{self.owner._tensor_name!r}), whose forward pre-hooks are Python objects TorchScript cannot "
+            f"compile. Call torch_slt.finalize(model) first (a plain nn.Module, scriptable), or use "
+            f"torch.compile, which traces the hooks.")
+
+
 def _is_detach_hook(hook: Any, name: str) -> bool:
     return isinstance(hook, DetachAfterForward) and hook.name == name
 
@@ -389,6 +417,7 @@ def _check_gateable(cls: type, module: nn.Module, name: str) -> None:
         raise UnsupportedModelError(refusal(f"{cls.__name__}.apply()", module, found, name))
     refuse_if_uninitialized(module, name, f"{cls.__name__}.apply()")
     refuse_name_clash(cls, module, name, f"{cls.__name__}.apply()")
+    refuse_sparse_gradient(cls, module, name, f"{cls.__name__}.apply()")
     orig = getattr(module, name, None)
     if not isinstance(orig, nn.Parameter):
         raise TypeError(
@@ -411,6 +440,19 @@ def refuse_name_clash(cls: type, module: nn.Module, name: str, label: str) -> No
             f"{method!r} creates when it gates {name!r} (it would overwrite it, and finalize would delete "
             f"it). Rename your tensor (e.g. register_buffer('my_{taken[0]}', ...)) or leave this module "
             f"out with exclude=.")
+
+
+def refuse_sparse_gradient(cls: type, module: nn.Module, name: str, label: str) -> None:
+    """``nn.Embedding(sparse=True)`` (and ``EmbeddingBag``) hands back a sparse gradient for its weight; a
+    learned gate's relaxed weight ``orig * f(gate)`` cannot pass it on (backward fails inside torch with
+    "reshape is not implemented for sparse tensors"). Refused before the model is touched."""
+    if getattr(cls, "learned", False) and name == "weight" and getattr(module, "sparse", False) is True:
+        method = getattr(cls, "name", "") or cls.__name__
+        raise UnsupportedModelError(
+            f"{label}: {type(module).__name__}(sparse=True) returns sparse gradients, which the learned gate "
+            f"of {method!r} cannot pass back to its scores. Build the layer with sparse=False (set "
+            f"module.sparse = False; the gate tensors are dense anyway), or gate it with a fixed-mask "
+            f"method ('magnitude', 'random').")
 
 
 def pruning_hook(module: nn.Module, name: str) -> prune.BasePruningMethod | None:

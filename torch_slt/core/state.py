@@ -39,9 +39,9 @@ import torch
 from torch import Tensor, nn
 
 from torch_slt.core import api
-from torch_slt.core.base import FixedMaskMethod, pruning_hook
+from torch_slt.core.base import FixedMaskMethod, SLTMethod, pruning_hook
 from torch_slt.core.errors import NotGatedError
-from torch_slt.core.metadata import METADATA_KEY, saved_gates
+from torch_slt.core.metadata import METADATA_KEY, refuse_other_method, saved_gates
 from torch_slt.core.registry import get_method
 
 # ------------------------------------------------------------------------------------------ loading
@@ -68,7 +68,9 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], strict: boo
 
     Raises:
         NotGatedError: ``state_dict`` has no gated tensor and ``method`` was given (nothing to gate).
-        ValueError: the method of a gated tensor is unknown; the message says to pass ``method=``.
+        ValueError: the method of a gated tensor is unknown; the message says to pass ``method=``; or
+            a tensor's shape differs from the model's (nothing gated or loaded then).
+        MethodMismatchError: a tensor the model already gates was saved from another method.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"load_state_dict(): model must be an nn.Module, got {type(model).__name__}")
@@ -87,8 +89,14 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], strict: boo
             module = modules.get(module_name)
             if module is None:
                 continue                               # left for strict loading to report
-            if pruning_hook(module, tensor) is not None:
-                continue                               # already gated: the load fills it
+            existing = pruning_hook(module, tensor)
+            if existing is not None:                   # already gated: the load fills it, if it fits
+                if isinstance(existing, SLTMethod):
+                    refuse_other_method(info, existing, _key(module_name, tensor), "load_state_dict()")
+                    if method is not None and get_method(method) is not type(existing):
+                        refuse_other_method({"method": get_method(method).name}, existing,
+                                            _key(module_name, tensor), "load_state_dict()")
+                continue
             if method is None and info is None:
                 raise ValueError(
                     f"load_state_dict(): {module_name}.{tensor} is gated in the checkpoint but its method "
@@ -104,6 +112,7 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], strict: boo
             key = json.dumps([cls.name, config], sort_keys=True, default=str)
             groups.setdefault(key, (cls, config, []))[2].append((module_name, tensor))
 
+    _refuse_shape_mismatch(model, state_dict, {(n, t) for _, _, names in groups.values() for n, t in names})
     for cls, config, names in groups.values():
         wanted = set(names)
         selector = lambda n, p, m, wanted=wanted: (n, p) in wanted  # noqa: E731
@@ -115,6 +124,28 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], strict: boo
         else:
             api.apply(model, cls, targets=selector, freeze=freeze, **config)
     return model.load_state_dict(state_dict, strict=strict)
+
+
+def _refuse_shape_mismatch(model: nn.Module, state_dict: Mapping[str, Any],
+                           to_gate: set[tuple[str, str]]) -> None:
+    """Compare every tensor of ``state_dict`` with the model's, before anything is gated or loaded.
+
+    torch reports a size mismatch only after loading every other tensor, and by then the gates this
+    function added are on the model: a checkpoint of a wider model would leave a narrower one gated and
+    half loaded. ``<m>.<t>_orig`` of a tensor about to be gated is compared with ``<m>.<t>``.
+    """
+    own = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    renamed = {_key(n, t) + "_orig": _key(n, t) for n, t in to_gate}
+    wrong = []
+    for key, value in state_dict.items():
+        mine = own.get(renamed.get(key, key))
+        if isinstance(value, Tensor) and mine is not None and tuple(value.shape) != tuple(mine.shape):
+            wrong.append(f"{key}: checkpoint {tuple(value.shape)}, model {tuple(mine.shape)}")
+    if wrong:
+        shown = "; ".join(wrong[:6]) + (f"; and {len(wrong) - 6} more" if len(wrong) > 6 else "")
+        raise ValueError(
+            f"load_state_dict(): the checkpoint was saved from a model of another size ({shown}). Build the "
+            f"model with the checkpoint's sizes; nothing was gated or loaded.")
 
 
 def _restore_fixed(cls: type, config: dict[str, Any], target: Any, mask: Tensor) -> Any:
