@@ -221,6 +221,16 @@ class SLTMethod(prune.BasePruningMethod):
             module._parameters.update(items)
 
 
+def in_functorch_transform(tensor: Tensor) -> bool:
+    """Whether ``tensor`` was computed inside a ``torch.func`` transform (``grad``, ``vmap``, ``jvp``
+    over ``functional_call``). Such a transform may not write into tensors captured from outside, so the
+    ``<tensor>_mask`` buffer keeps its last value there (the forward itself uses the fresh mask).
+    Always False while ``torch.compile`` traces, which sees no functorch wrappers."""
+    if torch.compiler.is_compiling():
+        return False
+    return bool(torch._C._functorch.is_functorch_wrapped_tensor(tensor))
+
+
 class LearnedMaskMethod(SLTMethod):
     """A method whose mask is trained: gates or scores registered as Parameters on the module.
 
@@ -250,12 +260,29 @@ class LearnedMaskMethod(SLTMethod):
         self._keep_fields_float32(module)
         mask = self.forward_mask(module)  # once per forward: for the buffer and the weight
         buffer = module._buffers.get(name + "_mask")
-        if buffer is not None:
+        if buffer is not None and not in_functorch_transform(mask):
             with torch.no_grad():
                 buffer.copy_(mask)
         if module.training:
+            if in_functorch_transform(mask):
+                return self._relaxed_in_transform(module, orig, mask)
             return self.relaxed_weight(module, orig, mask)
         return orig * mask
+
+    def _relaxed_in_transform(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
+        """The train-mode weight inside a ``torch.func`` transform: methods whose custom autograd
+        function predates ``setup_context`` cannot run there; say so instead of torch's message."""
+        try:
+            return self.relaxed_weight(module, orig, mask)
+        except RuntimeError as err:
+            if "setup_context" not in str(err):
+                raise
+            method = type(self).name or type(self).__name__
+            raise UnsupportedModelError(
+                f"torch.func: the train-mode forward of {method!r} uses a custom autograd function that "
+                f"torch.func transforms (grad, vmap over functional_call) cannot run. Evaluate in eval mode "
+                f"(model.eval(): the hard mask, which works), use ordinary autograd (loss.backward()) to "
+                f"train, or a method whose train forward supports it ('supermask', 'cs').") from err
 
     def _keep_fields_float32(self, module: nn.Module) -> None:
         # model.half() / .to(bfloat16) after apply cast the gates too; small optimizer steps would
