@@ -356,3 +356,13 @@ def test_numpy_scalars_are_accepted_as_numbers():
     torch_slt.apply(nn.Linear(3, 2), "cs", total_steps=np.int64(10))
     with pytest.raises(TypeError, match="must be a number"):
         torch_slt.apply(nn.Linear(3, 2), "stg", lam=np.bool_(True))
+
+
+def test_the_command_line_warns_when_the_ticket_keeps_nothing(tmp_path, capsys):
+    from torch_slt import cli
+
+    argv = ["find", "--method", "stg", "--method-arg", "threshold=0.9999999", "--epochs", "1", "--batch-size",
+            "64", "--quiet", "--device", "cpu", "--out", str(tmp_path / "run")]
+    with pytest.warns(UserWarning, match=r"finalize\(\): the ticket keeps no weight at all \('stg'"):
+        assert cli.main(argv) == 0
+    capsys.readouterr()
