@@ -366,3 +366,17 @@ def test_the_command_line_warns_when_the_ticket_keeps_nothing(tmp_path, capsys):
     with pytest.warns(UserWarning, match=r"finalize\(\): the ticket keeps no weight at all \('stg'"):
         assert cli.main(argv) == 0
     capsys.readouterr()
+
+
+def test_a_checkpoint_that_does_not_fit_leaves_the_model_ungated_and_unloaded():
+    state = torch_slt.apply(_mlp(), "stg").state_dict()
+    del state["2.bias"]
+    state["extra.weight"] = torch.zeros(1)
+    model = _mlp()
+    model[0].bias.requires_grad_(False)
+    before, flags = _snapshot(model), _flags(model)
+    with pytest.raises(RuntimeError, match=r"missing 2\.bias; unexpected extra\.weight.*nothing was gated"):
+        torch_slt.load_state_dict(model, state)
+    assert not torch_slt.is_gated(model) and _same(model, before) and _flags(model) == flags
+    assert not any("_slt_frozen" in m.__dict__ for m in model.modules())
+    assert torch_slt.load_state_dict(model, state, strict=False).missing_keys == ["2.bias"]

@@ -77,7 +77,8 @@ def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: S
                      lambda target: cls.apply(target.module, target.tensor, **kwargs, **extras[target]),
                      (cls.learned and not cls.trains_weights) if freeze is None else freeze)
     except RuntimeError as err:  # _gate has undone every gate: the model is as it was
-        if "meta" in str(err) and any(t.module._parameters[t.tensor].is_meta for t in selected):
+        if "meta" in str(err) and any(getattr(t.module._parameters.get(t.tensor), "is_meta", False)
+                                       for t in selected):
             raise UnsupportedModelError(
                 f"apply(): {cls.name!r} computes its mask at apply from tensor values (the weights, scores, a "
                 f"random draw or a sparsity target's ranking), and the model lives on the meta device, which "

@@ -113,17 +113,69 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], strict: boo
             groups.setdefault(key, (cls, config, []))[2].append((module_name, tensor))
 
     _refuse_shape_mismatch(model, state_dict, {(n, t) for _, _, names in groups.values() for n, t in names})
-    for cls, config, names in groups.values():
-        wanted = set(names)
-        selector = lambda n, p, m, wanted=wanted: (n, p) in wanted  # noqa: E731
-        if issubclass(cls, FixedMaskMethod):
-            masks = {(n, t): state_dict[_key(n, t) + "_mask"] for n, t in names}
-            api._apply_with(model, cls, selector, freeze=bool(freeze),
-                            install=lambda target, cls=cls, config=config, masks=masks:
-                            _restore_fixed(cls, config, target, masks[(target.name, target.tensor)]))
+    undo = _Rollback(model)
+    try:
+        for cls, config, names in groups.values():
+            wanted = set(names)
+            selector = lambda n, p, m, wanted=wanted: (n, p) in wanted  # noqa: E731
+            if issubclass(cls, FixedMaskMethod):
+                masks = {(n, t): state_dict[_key(n, t) + "_mask"] for n, t in names}
+                api._apply_with(model, cls, selector, freeze=bool(freeze),
+                                install=lambda target, cls=cls, config=config, masks=masks:
+                                _restore_fixed(cls, config, target, masks[(target.name, target.tensor)]))
+            else:
+                api.apply(model, cls, targets=selector, freeze=freeze, **config)
+        if strict:
+            _refuse_key_mismatch(model, state_dict)
+        return model.load_state_dict(state_dict, strict=strict)
+    except BaseException:
+        undo()
+        raise
+
+
+class _Rollback:
+    """Takes off the gates :func:`load_state_dict` added, and restores the ``requires_grad`` flags and
+    their records, when the load then fails: the model is left as it was given."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.gated = {(id(m), h._tensor_name) for _, m, h in api.gated_tensors(model)}
+        self.flags = [(p, p.requires_grad) for p in model.parameters()]
+        self.records = [(m, dict(m.__dict__[api._FROZEN_ATTR]) if api._FROZEN_ATTR in m.__dict__ else None)
+                        for m in model.modules()]
+        self.history = dict(model.__dict__.get(api._HISTORY_ATTR) or {})
+        self.had_history = api._HISTORY_ATTR in model.__dict__
+
+    def __call__(self) -> None:
+        for _, module, hook in list(api.gated_tensors(self.model)):
+            if (id(module), hook._tensor_name) not in self.gated:
+                hook._undo(module, module._parameters[hook._tensor_name + "_orig"])
+        for module, record in self.records:
+            if record is None:
+                module.__dict__.pop(api._FROZEN_ATTR, None)
+            else:
+                module.__dict__[api._FROZEN_ATTR] = record
+        for param, flag in self.flags:
+            param.requires_grad_(flag)
+        if self.had_history:
+            self.model.__dict__[api._HISTORY_ATTR] = self.history
         else:
-            api.apply(model, cls, targets=selector, freeze=freeze, **config)
-    return model.load_state_dict(state_dict, strict=strict)
+            self.model.__dict__.pop(api._HISTORY_ATTR, None)
+
+
+def _refuse_key_mismatch(model: nn.Module, state_dict: Mapping[str, Any]) -> None:
+    """torch's strict load copies every matching tensor before it reports missing or unexpected keys;
+    check them first, so that a refused checkpoint changes nothing."""
+    expected, given = set(model.state_dict().keys()), set(state_dict.keys())
+    # BatchNorm fills a num_batches_tracked missing from checkpoints older than its counter.
+    missing = sorted(k for k in expected - given if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(given - expected)
+    if missing or unexpected:
+        parts = [f"{label} {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise RuntimeError(
+            f"load_state_dict(): the checkpoint does not fit the model ({'; '.join(parts)}). Check that it "
+            f"was saved from this architecture, or pass strict=False; nothing was gated or loaded.")
 
 
 def _refuse_shape_mismatch(model: nn.Module, state_dict: Mapping[str, Any],

@@ -248,10 +248,12 @@ def _drop_empty(selected: list[Target]) -> list[Target]:
     """Leave out tensors with no weight at all (``nn.Linear(4, 0)``): a mask over nothing has nothing to
     choose, counts 0 in every kept fraction (a 0/0 penalty, a ``max()`` over no entry), and the layer
     behaves the same ungated. Refused when nothing else is selected."""
-    kept = [t for t in selected if _is_uninitialized(t) or not isinstance(getattr(t.module, t.tensor, None), Tensor)
-            or target_tensor(t).numel() > 0]
+    # _parameters, not getattr: reading a parametrized weight would run its parametrization (spectral
+    # norm's power iteration updates buffers); those are refused later anyway.
+    kept = [t for t in selected if _is_uninitialized(t) or not isinstance(t.module._parameters.get(t.tensor), Tensor)
+            or t.module._parameters[t.tensor].numel() > 0]
     if not kept:
-        shown = ", ".join(f"{t.qualified} {tuple(target_tensor(t).shape)}" for t in selected[:6])
+        shown = ", ".join(f"{t.qualified} {tuple(t.module._parameters[t.tensor].shape)}" for t in selected[:6])
         raise NoTargetsError(f"apply(): every selected tensor has no weight ({shown}), so there is nothing to "
                              f"gate; select layers with at least one weight.")
     return kept
