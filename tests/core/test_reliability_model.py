@@ -380,3 +380,16 @@ def test_a_checkpoint_that_does_not_fit_leaves_the_model_ungated_and_unloaded():
     assert not torch_slt.is_gated(model) and _same(model, before) and _flags(model) == flags
     assert not any("_slt_frozen" in m.__dict__ for m in model.modules())
     assert torch_slt.load_state_dict(model, state, strict=False).missing_keys == ["2.bias"]
+
+
+def test_torch_func_refuses_cs_with_a_temperature_schedule_and_remove_gates_after_prune_remove():
+    model = torch_slt.apply(_mlp(), "cs", total_steps=5).train()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    with pytest.raises(UnsupportedModelError, match=r"cs: with total_steps set.*set_temperature"):
+        torch.func.grad(lambda p: torch.func.functional_call(model, p, (torch.ones(2, 4),)).sum())(params)
+    assert int(model[0].weight_step) == 0
+    gated = torch_slt.apply(_mlp(), "stg")
+    for _, module, hook in list(torch_slt.core.api.gated_tensors(gated)):
+        prune.remove(module, hook._tensor_name)
+    torch_slt.core.masks.remove_gates(gated)
+    assert all(_flags(gated).values())

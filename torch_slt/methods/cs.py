@@ -43,8 +43,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from torch_slt.core.base import LearnedMaskMethod
-from torch_slt.core.errors import NotGatedError
+from torch_slt.core.base import LearnedMaskMethod, in_functorch_transform
+from torch_slt.core.errors import NotGatedError, UnsupportedModelError
 from torch_slt.core.registry import register_method
 from torch_slt.core.validation import check_finite, check_nonnegative, check_optional_positive_int
 
@@ -120,6 +120,12 @@ class ContinuousSparsification(LearnedMaskMethod):
         if self.ticket:  # retraining the ticket: the weights see the hard mask, the scores are fixed
             return orig * mask
         if self.total_steps is not None and torch.is_grad_enabled():
+            if in_functorch_transform(mask):
+                raise UnsupportedModelError(
+                    "cs: with total_steps set, each training forward advances the temperature in place "
+                    "(the <tensor>_step and _beta buffers), which a torch.func transform may not do. Inside "
+                    "grad/vmap over functional_call, apply cs with total_steps=None and set beta yourself "
+                    "with torch_slt.methods.cs.set_temperature(model, beta) between steps.")
             self._advance(module)
         return orig * self.soft_mask(module).to(orig.dtype)
 
