@@ -393,3 +393,17 @@ def test_torch_func_refuses_cs_with_a_temperature_schedule_and_remove_gates_afte
         prune.remove(module, hook._tensor_name)
     torch_slt.core.masks.remove_gates(gated)
     assert all(_flags(gated).values())
+
+
+def test_the_training_accuracy_helper_warns_about_non_finite_outputs():
+    from torch_slt.experiment.train import evaluate as accuracy
+
+    model = nn.Sequential(nn.Linear(4, 3))
+    x, y = torch.randn(10, 4), torch.randint(0, 3, (10,))
+    with torch.no_grad():
+        model[0].bias[1] = float("nan")
+    with pytest.warns(RuntimeWarning, match=r"outputs for 10 of 10 inputs hold NaN"):
+        accuracy(model, [(x, y)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        accuracy(nn.Sequential(nn.Linear(4, 3)), [(x, y)])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import math
 from typing import Any, Iterable
 
@@ -120,13 +122,20 @@ def evaluate(model: nn.Module, data: Dataset | DataLoader | Iterable, *, batch_s
     was_training = model.training
     model.eval()
     correct = total = 0
+    bad = torch.zeros((), dtype=torch.int64)
     try:
         for batch in _loader(data, batch_size, shuffle=False, device=torch.device(device)):
             inputs, targets = _to(batch, torch.device(device))
-            correct += int((_logits(model(inputs)).argmax(-1) == targets).sum())
+            logits = _logits(model(inputs))
+            correct += int((logits.argmax(-1) == targets).sum())
             total += targets.numel()
+            bad = bad.to(logits.device) + (~torch.isfinite(logits.detach())).reshape(len(logits), -1).any(1).sum()
     finally:
         model.train(was_training)
     if total == 0:
         raise ValueError("evaluate(): the data is empty")
+    if int(bad):
+        warnings.warn(f"evaluate(): the model's outputs for {int(bad)} of {total} inputs hold NaN or infinite "
+                      f"values, so this accuracy ({correct / total:.4f}) describes a broken model; check the "
+                      f"parameters with torch.isfinite(p).all() and the inputs", RuntimeWarning, stacklevel=2)
     return correct / total
