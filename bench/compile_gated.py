@@ -29,7 +29,7 @@ def make(gated: bool) -> nn.Module:
 
 
 def step_times(model: nn.Module, forward, x, y, steps: int) -> tuple[float, list[float]]:
-    params = torch_slt.mask_parameters(model) if torch_slt.is_gated(model) else list(model.parameters())
+    params = list(torch_slt.mask_parameters(model)) if torch_slt.is_gated(model) else list(model.parameters())
     opt = torch.optim.Adam(params, lr=1e-2)
     model.train()
     times = []

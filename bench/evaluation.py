@@ -159,7 +159,7 @@ def run(args) -> dict[str, Any]:
             if sparsity is not None and abs(sparsity - args.overlap_sparsity) < 1e-9 or method is None:
                 with warnings.catch_warnings():  # the dense network stores every trained value, as expected
                     warnings.filterwarnings("ignore", message=r"save_ticket\(\): none of the model's weights")
-                    save_ticket(work / f"{name}-{sparsity}-seed{seed}.slt.safetensors", model,
+                    save_ticket(model, work / f"{name}-{sparsity}-seed{seed}.slt.safetensors",
                                 spec_of(splits, args))
             data["rows"].append(row)
             path.write_text(json.dumps(data, indent=1))

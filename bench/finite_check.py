@@ -1,6 +1,6 @@
 """Cost of the non-finite gate check (issue 14) against the training it guards.
 
-The check (``torch_slt.core.finite.nonfinite_gates``) reads every gate tensor once and waits for the
+The check (``torch_slt.core.health.nonfinite_gates``) reads every gate tensor once and waits for the
 device once. It runs at ``finalize``, ``report`` and the end of every ``fit`` epoch, never per step.
 This script measures, side by side in one run and one thread: the check, one training step (forward,
 loss + penalty, backward, Adam step) and a full ``penalty`` call, and prints the check's cost as a
@@ -21,7 +21,7 @@ from torch import nn
 
 import common
 import torch_slt
-from torch_slt.core.finite import nonfinite_gates
+from torch_slt.core.health import nonfinite_gates
 
 CASES = (("lenet300", (1, 28, 28), 60000), ("resnet18", (3, 32, 32), 50000))
 

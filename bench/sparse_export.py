@@ -62,13 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         for sparsity in SPARSITIES:
             dense = torch_slt.finalize(torch_slt.apply(copy.deepcopy(base), "magnitude", sparsity=sparsity,
                                                        scope="layer"))
-            exported, _ = torch_slt.to_sparse(copy.deepcopy(dense), min_sparsity=0.0, check_speed=False)
+            exported = torch_slt.to_sparse(copy.deepcopy(dense), min_sparsity=0.0, check_speed=False,
+                                           return_report=False)
             for batch in (1, 64):
                 x = torch.randn(batch, *shape)
                 with torch.no_grad():
                     err = float((exported(x) - dense(x)).abs().max())
                 d_ms, s_ms = interleaved_ms(dense, exported, x, args.repeats)
-                _, rep = torch_slt.to_sparse(copy.deepcopy(dense), min_sparsity=0.0, batch_size=batch)
+                rep = torch_slt.to_sparse(copy.deepcopy(dense), min_sparsity=0.0, batch_size=batch,
+                                         return_report=False).sparse_export_report
                 rows.append({"model": name, "sparsity": sparsity, "batch": batch, "dense_ms": d_ms,
                              "csr_ms": s_ms, "speedup": d_ms / s_ms, "max_abs_err": err,
                              "auto_csr_layers": f"{len(rep.converted)}/{len(rep.layers)}"})

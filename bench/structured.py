@@ -181,7 +181,8 @@ def run(name, args, data) -> list[dict]:
         recalibrate_batchnorm(model, [xtr[i:i + 256] for i in range(0, 1024, 256)])
         model.eval()
         acc_ticket = accuracy(model, xte, yte)
-        small, rep = torch_slt.compact(model, xtr[:64])
+        small = torch_slt.compact(model, xtr[:64], return_report=False)
+        rep = small.compact_report
         removed = physically_removed(dense, small, gated_names_before)
         acc_compact = accuracy(small, xte, yte)
         lat = {b: latency(dense, small, tuple(xtr.shape[1:]), b, args.repeats if b == 1 else

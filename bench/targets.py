@@ -116,7 +116,7 @@ def run_cell(net: Network, cell: Cell) -> Cell:
         torch_slt.apply(model, cell.method, lam=cell.lam)
     else:
         torch_slt.apply(model, cell.method, sparsity=cell.target)
-    params = torch_slt.mask_parameters(model)
+    params = list(torch_slt.mask_parameters(model))
     if cell.kind == "edgepopup":
         opt = torch.optim.SGD(params, lr=cell.lr, momentum=0.9, weight_decay=5e-4)
     else:

@@ -44,7 +44,7 @@ ONE_SHOT = ("magnitude", "random", "snip", "grasp", "synflow")
 class Batches:
     """In-memory batches of a normalised split, reshuffled each pass with a seeded generator.
 
-    ``fit`` and ``evaluate`` accept any iterable of ``(inputs, targets)``; slicing whole tensors avoids the
+    ``fit`` and ``accuracy`` accept any iterable of ``(inputs, targets)``; slicing whole tensors avoids the
     per-image ``__getitem__`` and collation of a ``DataLoader``, which costs more than lenet300 itself.
     """
 
@@ -103,7 +103,7 @@ def build_model(splits, args) -> torch.nn.Module:
 def run_one(kind: str, method: str | None, sparsity: float | None, splits, args,
             overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one configuration; returns its row (val accuracy, achieved sparsity, model for test)."""
-    from torch_slt.experiment.train import TrainConfig, evaluate, fit
+    from torch_slt.experiment.train import TrainConfig, accuracy, fit
 
     model = build_model(splits, args)
     t0 = time.perf_counter()
@@ -116,7 +116,7 @@ def run_one(kind: str, method: str | None, sparsity: float | None, splits, args,
     val = Batches(splits.val, 1024, shuffle=False)
     result = fit(model, train, val, cfg)
     row = {"kind": kind, "method": method or "dense", "target": sparsity, "overrides": overrides or {},
-           "val_accuracy": evaluate(model, val),
+           "val_accuracy": accuracy(model, val),
            "epochs_trained": sum(1 for h in result.history if h["epoch"] > 0),
            "fit_seconds": time.perf_counter() - t0,
            "config": {k: v for k, v in result.config.to_dict().items()
@@ -340,9 +340,9 @@ def main(argv=None) -> int:
             values = [None]
         candidates = [run_one(kind, method, s, splits, args, {key: v} if key else None) for v in values]
         best = max(candidates, key=lambda r: r["val_accuracy"])
-        from torch_slt.experiment.train import evaluate
+        from torch_slt.experiment.train import accuracy
 
-        best["test_accuracy"] = evaluate(best["_model"], Batches(splits.test, 1024, shuffle=False))
+        best["test_accuracy"] = accuracy(best["_model"], Batches(splits.test, 1024, shuffle=False))
         if len(candidates) > 1:
             best["candidates"] = [{"overrides": c["overrides"], "val_accuracy": c["val_accuracy"]}
                                   for c in candidates]

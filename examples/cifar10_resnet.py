@@ -17,7 +17,7 @@ from torch.utils.data import TensorDataset
 
 import torch_slt
 from torch_slt.experiment.data import load_dataset
-from torch_slt.experiment.train import TrainConfig, evaluate, fit
+from torch_slt.experiment.train import TrainConfig, accuracy, fit
 from torch_slt.experiment.zoo import ModelSpec, build_model
 
 
@@ -64,11 +64,11 @@ def main(argv=None):
     result = fit(model, train, val, TrainConfig(epochs=epochs, batch_size=args.batch_size, device=args.device,
                                                 quiet=args.smoke))
     torch_slt.finalize(model)
-    accuracy = evaluate(model, test)
+    test_acc = accuracy(model, test)
     sparsity = torch_slt.report(model).sparsity
-    print(f"{args.method} on {args.model}: val {result.val_accuracy:.2%}, test {accuracy:.2%}, "
+    print(f"{args.method} on {args.model}: val {result.val_accuracy:.2%}, test {test_acc:.2%}, "
           f"{sparsity:.2%} of the weights removed")
-    return accuracy, sparsity
+    return test_acc, sparsity
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import torch
 import torch_slt
 from torch_slt.experiment.data import load_dataset
 from torch_slt.experiment.plots import plot_accuracy_vs_sparsity
-from torch_slt.experiment.train import TrainConfig, evaluate, fit
+from torch_slt.experiment.train import TrainConfig, accuracy, fit
 from torch_slt.experiment.zoo import ModelSpec, build_model
 
 
@@ -33,7 +33,7 @@ def run(spec, splits, method, sparsity, epochs):
     if method is not None:
         torch_slt.finalize(model)
     return {"method": method or "dense", "sparsity": torch_slt.report(model).sparsity if method else 0.0,
-            "accuracy": evaluate(model, splits.test)}
+            "accuracy": accuracy(model, splits.test)}
 
 
 def _extra(method, splits):

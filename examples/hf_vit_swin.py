@@ -21,7 +21,7 @@ from torch.utils.data import TensorDataset
 
 import torch_slt
 from torch_slt.experiment.data import load_dataset
-from torch_slt.experiment.train import TrainConfig, evaluate, fit
+from torch_slt.experiment.train import TrainConfig, accuracy, fit
 from torch_slt.experiment.zoo import ModelSpec, build_model
 
 
@@ -63,12 +63,12 @@ def main(argv=None):
     torch_slt.apply(model, args.method, sparsity=args.sparsity)   # weights, norms, embeddings frozen
     fit(model, train, val, TrainConfig(epochs=epochs, batch_size=64, quiet=args.smoke))
     torch_slt.finalize(model)             # a plain transformers model again: save_pretrained works
-    accuracy = evaluate(model, test)
+    test_acc = accuracy(model, test)
     sparsity = torch_slt.report(model).sparsity
     what = f"pretrained {args.pretrained}" if args.pretrained else f"random {args.arch}"
     print(f"{args.method} on {what}: "
-          f"test {accuracy:.2%} with {sparsity:.2%} of the gated weights removed")
-    return accuracy, sparsity
+          f"test {test_acc:.2%} with {sparsity:.2%} of the gated weights removed")
+    return test_acc, sparsity
 
 
 if __name__ == "__main__":

@@ -118,3 +118,117 @@ def test_init_is_a_public_namespace_without_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         import torch_slt.init  # noqa: F401
+
+
+# ------------------------------------------------------------------ the import graph of the whole package
+def _module_files() -> dict[str, Path]:
+    files = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] != "__init__":   # package namespaces re-export; the edges are between modules
+            files[".".join(parts)] = path
+    return files
+
+
+def _runtime_imports(path: Path) -> list[str]:
+    """Like :func:`_imports`, without the imports under ``if TYPE_CHECKING:`` (never run)."""
+    tree = ast.parse(path.read_text())
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(n) for child in node.body for n in ast.walk(child))
+    names = []
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names += [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+    return names
+
+
+def _import_graph() -> dict[str, set[str]]:
+    files = _module_files()
+
+    def resolve(name: str) -> str | None:
+        parts = name.split(".")
+        while parts:
+            if ".".join(parts) in files:
+                return ".".join(parts)
+            parts.pop()
+        return None
+
+    graph = {}
+    for module, path in files.items():
+        targets = {resolve(n) for n in _runtime_imports(path) if n.startswith("torch_slt.")}
+        graph[module] = {t for t in targets if t and t != module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_package_has_no_import_cycle():
+    graph = _import_graph()
+    assert len(graph) > 80   # every module was read
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _private_core_uses(path: Path) -> list[str]:
+    """Private names of the core (``_name``) that ``path`` imports or reaches through a core module."""
+    tree = ast.parse(path.read_text())
+    core_modules, found = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            layer = node.module.split(".")[1:2]
+            if node.module.startswith("torch_slt.") and layer and layer[0] in CORE:
+                for alias in node.names:
+                    if alias.name.startswith("_"):
+                        found.append(f"{node.module}.{alias.name}")
+                    else:
+                        core_modules.add(alias.asname or alias.name)
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in core_modules and node.attr.startswith("_")
+                and not node.attr.startswith("__")):
+            found.append(f"{node.value.id}.{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("layer", UPPER)
+def test_upper_layers_use_no_private_name_of_the_core(layer):
+    uses = {str(p.relative_to(PACKAGE)): _private_core_uses(p) for p in (PACKAGE / layer).rglob("*.py")}
+    assert {k: v for k, v in uses.items() if v} == {}

@@ -15,8 +15,12 @@ from torch_slt import _aliases, methods  # noqa: F401  (methods registers the bu
 from torch_slt.core.api import (apply, finalize, gated_tensors, is_gated, mask_parameters,
                                 named_mask_parameters, penalty)
 from torch_slt.core.base import FixedMaskMethod, LearnedMaskMethod, SLTMethod
-from torch_slt.core.errors import (AlreadyGatedError, NonFiniteError, NonFiniteGateError, NoTargetsError,
-                                   NotGatedError, SLTError, UnknownMethodError, UnsupportedModelError)
+from torch_slt.core.errors import (AlreadyGatedError, DatasetFormatError, DatasetNotFoundError,
+                                   NonFiniteError, NonFiniteGateError, NoTargetsError, NotGatedError,
+                                   SettingError, SLTError, TicketMismatchError, UnknownDatasetError,
+                                   UnknownMethodError, UnknownModelError, UnsupportedModelError)
+from torch_slt.core.granularity import GranularityError
+from torch_slt.core.masks import MaskError
 from torch_slt.core.registry import get_method, list_methods, register_method
 from torch_slt.core.report import LayerSparsity, SparsityReport, report
 from torch_slt.core.state import load_file, load_state_dict, save_file
@@ -33,9 +37,19 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "compact": ("torch_slt.structured.compaction", "compact"),
     "to_sparse": ("torch_slt.structured.sparse_export", "to_sparse"),
     "evaluate": ("torch_slt.evaluation", "evaluate"),
-    "evaluation": ("torch_slt.evaluation", None),
-    "analysis": ("torch_slt.analysis", None),
+    # Error classes that live with their subsystem; every one is an SLTError.
+    "AnalysisInputError": ("torch_slt.analysis.masks", "AnalysisInputError"),
+    "CompactError": ("torch_slt.structured.compaction", "CompactError"),
+    "ControlError": ("torch_slt.lottery.controls", "ControlError"),
+    "EvaluationInputError": ("torch_slt.evaluation.context", "EvaluationInputError"),
+    "RunFolderError": ("torch_slt.lottery.folder", "RunFolderError"),
+    "SparseExportError": ("torch_slt.structured.sparse_export", "SparseExportError"),
+    "UnknownMetricError": ("torch_slt.evaluation.registry", "UnknownMetricError"),
 }
+
+#: Subpackages reachable as attributes (``torch_slt.lottery.imp``) without importing them first.
+SUBPACKAGES = ("analysis", "cli", "core", "evaluation", "experiment", "integrations", "lottery",
+               "methods", "prune", "structured")
 
 
 def __getattr__(name: str) -> Any:
@@ -45,21 +59,28 @@ def __getattr__(name: str) -> Any:
         value = module if attribute is None else getattr(module, attribute)
         globals()[name] = value
         return value
-    if name in ("core", "methods", "experiment", "cli", "integrations", "prune", "structured"):
+    if name in SUBPACKAGES:
         return importlib.import_module(f"torch_slt.{name}")
     raise AttributeError(f"module 'torch_slt' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(SUBPACKAGES))
 
+
+#: Every error class the library raises on purpose (all subclass SLTError); listed in docs/api.md.
+ERRORS = (
+    "AlreadyGatedError", "AnalysisInputError", "CompactError", "ControlError", "DatasetFormatError",
+    "DatasetNotFoundError", "EvaluationInputError", "GranularityError", "MaskError", "NoTargetsError",
+    "NonFiniteError", "NonFiniteGateError", "NotGatedError", "RunFolderError", "SLTError", "SettingError",
+    "SparseExportError", "TicketMismatchError", "UnknownDatasetError", "UnknownMethodError",
+    "UnknownMetricError", "UnknownModelError", "UnsupportedModelError",
+)
 
 __all__ = [
-    "AlreadyGatedError", "FixedMaskMethod", "LayerSparsity", "LearnedMaskMethod", "NoTargetsError",
-    "NonFiniteError", "NonFiniteGateError",
-    "NotGatedError", "SLTError", "SLTMethod", "SparsityReport", "UnknownMethodError", "apply",
-    "finalize", "gated_tensors", "get_method", "is_gated", "list_methods", "mask_parameters",
+    *ERRORS, "FixedMaskMethod", "LayerSparsity", "LearnedMaskMethod", "SLTMethod", "SparsityReport",
+    "apply", "finalize", "gated_tensors", "get_method", "is_gated", "list_methods", "mask_parameters",
     "named_mask_parameters", "penalty", "register_method", "report", "__version__",
-    "UnsupportedModelError", "load_file", "load_state_dict", "save_file",
+    "load_file", "load_state_dict", "save_file",
     "init", "load_ticket", "save_ticket", "compact", "to_sparse", "evaluate",
 ]

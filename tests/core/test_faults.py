@@ -68,7 +68,7 @@ def test_save_ticket_of_nan_gates_is_refused(tmp_path):
     for p in torch_slt.mask_parameters(model):
         p.data[0] = float("nan")
     with pytest.raises(torch_slt.NonFiniteGateError):
-        save_ticket(tmp_path / "t.slt.safetensors", model, spec)
+        save_ticket(model, tmp_path / "t.slt.safetensors", spec)
     assert not (tmp_path / "t.slt.safetensors").exists()
 
 

@@ -46,7 +46,7 @@ def test_lenet300_round_trip_from_a_gated_model_and_size_bound(tmp_path):
         for p in torch_slt.mask_parameters(model):
             p.normal_(-0.3, 0.5, generator=torch.Generator().manual_seed(1))
     state_before = {k: v.clone() for k, v in model.state_dict().items()}
-    path = torch_slt.save_ticket(tmp_path / "t.slt.safetensors", model, spec, {"accuracy": 0.9})
+    path = torch_slt.save_ticket(model, tmp_path / "t.slt.safetensors", spec, {"accuracy": 0.9})
     assert torch_slt.is_gated(model)  # save_ticket does not finalize the caller's model
     assert all(torch.equal(v, state_before[k]) for k, v in model.state_dict().items())
 
@@ -77,7 +77,7 @@ def test_resnet18_size_bound_with_batchnorm_statistics(tmp_path):
                 m.running_var.uniform_(0.5, 1.5)
                 m.num_batches_tracked += 10
     model.eval()
-    path = torch_slt.save_ticket(tmp_path / "r.slt.safetensors", model, spec)
+    path = torch_slt.save_ticket(model, tmp_path / "r.slt.safetensors", spec)
     with safe_open(str(path), "pt") as fh:
         keys = list(fh.keys())
     assert "state/bn1.running_mean" in keys and "mask/conv1.weight" in keys
@@ -98,7 +98,7 @@ def test_weak_ticket_stores_trained_values(tmp_path):
     with torch.no_grad():  # "train" the surviving weights of one layer
         w = model.classifier[3].weight
         w.mul_(1.5)
-    path = torch_slt.save_ticket(tmp_path / "w.slt.safetensors", model, spec)
+    path = torch_slt.save_ticket(model, tmp_path / "w.slt.safetensors", spec)
     assert ticket_info(path)["kind"] == "weak"
     tensors = load_file(str(path))
     assert tensors["values/classifier.3.weight"].numel() == int((w != 0).sum())
@@ -111,7 +111,7 @@ def test_weak_ticket_stores_trained_values(tmp_path):
 def test_hf_vit_round_trip(tmp_path):
     spec = ModelSpec("vit", (1, 8, 8), 4, width=0.25, seed=0)
     model = torch_slt.finalize(torch_slt.apply(build_model(spec), "magnitude", sparsity=0.6)).eval()
-    path = torch_slt.save_ticket(tmp_path / "v.slt.safetensors", model, spec)
+    path = torch_slt.save_ticket(model, tmp_path / "v.slt.safetensors", spec)
     loaded, _, _ = torch_slt.load_ticket(path)
     x = torch.randn(3, 1, 8, 8)
     assert torch.equal(loaded(x).logits, model(x).logits)
@@ -120,7 +120,7 @@ def test_hf_vit_round_trip(tmp_path):
 def test_hash_mismatch_names_both_torch_versions(tmp_path):
     spec = ModelSpec("lenet300", (1, 8, 8), 10, width=0.1)
     model = torch_slt.finalize(torch_slt.apply(build_model(spec), "magnitude", sparsity=0.5))
-    path = torch_slt.save_ticket(tmp_path / "t.slt.safetensors", model, spec)
+    path = torch_slt.save_ticket(model, tmp_path / "t.slt.safetensors", spec)
     with safe_open(str(path), "pt") as fh:  # pretend another torch generated other numbers
         header = dict(fh.metadata())
     header["weights_hash"] = "sha256:" + "0" * 64
@@ -146,11 +146,11 @@ def test_wrong_spec_or_file_are_clear_errors(tmp_path):
     spec = ModelSpec("lenet300", (1, 8, 8), 10, width=0.1)
     model = build_model(spec)
     with pytest.raises(TicketMismatchError, match="shapes differ.*Pass the spec the model was built from"):
-        torch_slt.save_ticket(tmp_path / "x.safetensors", model, ModelSpec("lenet300", (1, 8, 8), 10))
+        torch_slt.save_ticket(model, tmp_path / "x.safetensors", ModelSpec("lenet300", (1, 8, 8), 10))
     other = build_model(ModelSpec("lenet300", (1, 8, 8), 10, width=0.1, seed=9))
     other_seed = torch_slt.finalize(torch_slt.apply(other, "magnitude", sparsity=0.5))
     with pytest.warns(UserWarning, match="none of the model's weights equal"):
-        torch_slt.save_ticket(tmp_path / "y.safetensors", other_seed, spec)
+        torch_slt.save_ticket(other_seed, tmp_path / "y.safetensors", spec)
     save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(ValueError, match="not a torch_slt compact ticket"):
         torch_slt.load_ticket(tmp_path / "plain.safetensors")

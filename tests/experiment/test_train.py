@@ -6,7 +6,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import torch_slt
-from torch_slt.experiment.train import METHOD_DEFAULTS, TrainConfig, evaluate, fit, method_defaults
+from torch_slt.experiment.train import METHOD_DEFAULTS, TrainConfig, accuracy, fit, method_defaults
 
 
 def _data(n=96, seed=0):
@@ -76,7 +76,7 @@ def test_an_ungated_model_is_the_dense_baseline():
     result = fit(model, _data(), _data(), _cfg(epochs=5))
     assert result.method is None and result.config.optimizer == "sgd"
     assert not torch.equal(model[2].weight, before)
-    assert evaluate(model, _data()) > 0.8
+    assert accuracy(model, _data()) > 0.8
 
 
 def test_a_fixed_mask_on_frozen_weights_has_nothing_to_train():
@@ -129,14 +129,14 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         fit(torch_slt.apply(_mlp(), "stg"), _data(), None, _cfg(lr=0.5), checkpoint=ckpt, resume=True)
 
 
-def test_evaluate_uses_eval_mode_and_restores_the_mode():
+def test_accuracy_uses_eval_mode_and_restores_the_mode():
     model = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Dropout(0.99))
     with torch.no_grad():
         model[0].weight.copy_(torch.eye(2))
     inputs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0], [0.0, 3.0]])
     data = TensorDataset(inputs, torch.tensor([0, 1, 1, 1]))
     model.train()
-    assert evaluate(model, data) == 0.75   # dropout off: exact
+    assert accuracy(model, data) == 0.75   # dropout off: exact
     assert model.training
 
 

@@ -51,13 +51,13 @@ def test_half_precision_weights_keep_float32_gates(dtype, cast):
     torch_slt.apply(model, "stg", lam=0.5)
     if cast == "after_apply":
         model.to(dtype)                   # also casts the gates to 16 bits ...
-    gates = torch_slt.mask_parameters(model)
+    gates = list(torch_slt.mask_parameters(model))
     opt = torch.optim.Adam(gates, lr=1e-4)   # steps far below 16-bit resolution at mu = 0.5
     x, y = data(dtype)
     model.train()
     out = model(x)                        # ... and the first forward puts them back in float32
     assert out.dtype == dtype
-    assert all(p.dtype == torch.float32 for p in gates) and gates == torch_slt.mask_parameters(model)
+    assert all(p.dtype == torch.float32 for p in gates) and gates == list(torch_slt.mask_parameters(model))
     penalty = torch_slt.penalty(model)
     assert penalty.dtype == torch.float32
     loss = nn.functional.cross_entropy(out.float(), y) + penalty

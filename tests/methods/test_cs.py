@@ -74,16 +74,28 @@ def test_penalty_is_lam_times_the_mean_soft_mask():
 
 def test_temperature_anneals_geometrically_to_final_temp_over_total_steps():
     layer = _layer(total_steps=5, final_temp=16.0)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.0)
     layer.train()
     seen = []
     for _ in range(7):
-        layer(torch.ones(1, 3))
+        layer(torch.ones(1, 3)).sum().backward()
+        layer(torch.ones(1, 3))                              # an extra (logging) forward: no step
+        torch_slt.penalty(layer)                             # nor an extra penalty call
+        opt.step()
         seen.append(temperature(layer))
     assert seen == pytest.approx([2.0, 4.0, 8.0, 16.0, 16.0, 16.0, 16.0])
     layer.eval()
     with torch.no_grad():
         layer(torch.ones(1, 3))
     assert temperature(layer) == pytest.approx(16.0)        # eval forwards do not count
+
+
+def test_an_optimizer_without_the_scores_does_not_anneal():
+    layer = _layer(total_steps=5, final_temp=16.0)
+    other = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    layer(torch.ones(1, 3))
+    other.step()
+    assert temperature(layer) == 1.0
 
 
 def test_next_round_is_the_reference_prune():

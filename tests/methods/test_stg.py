@@ -77,33 +77,85 @@ def test_training_forward_follows_the_cubic_schedule():
     assert target.ramp_steps == 32
     assert [round(target.sparsity_at(t), 4) for t in (0, 16, 32, 50)] == [0.0, 0.7, 0.8, 0.8]
     x = torch.randn(4, 20)
+    opt = torch.optim.SGD(torch_slt.mask_parameters(model), lr=0.0)
     kept = []
     for _ in range(40):
         model.train()
         model(x)
         kept.append(int(model[0].weight_mask.sum()))
-        torch_slt.penalty(model).backward()   # one step of the schedule per penalty call
-    assert int(model[0].weight_step[0]) == 40
+        torch_slt.penalty(model).backward()
+        opt.step()                            # one step of the schedule per optimizer step
+    assert target.step == 40 and int(model.state_dict()["0.weight_step"][0]) == 40
     refresh = torch_slt.methods._gates.REFRESH_STEPS
     expected = [200 - round(target.sparsity_at(t // refresh * refresh) * 200) for t in range(40)]
     assert kept == expected and kept[0] == 200 and kept[-1] == 40
 
 
-def test_schedule_advances_only_in_training_with_grad():
+def _target_of(model):
+    return next(h for _, _, h in torch_slt.gated_tensors(model)).sparsity_target
+
+
+def test_schedule_counts_optimizer_steps_only():
     model = torch_slt.apply(_gates(), "stg", sparsity=0.8)
-    model.eval()
-    torch_slt.penalty(model)
+    target = _target_of(model)
+    x = torch.randn(3, 6)
     model.train()
-    with torch.no_grad():
-        torch_slt.penalty(model)
-    assert [int(m.weight_step[0]) for m in model] == [0, 0]
-    torch_slt.penalty(model)
-    assert [int(m.weight_step[0]) for m in model] == [1, 1]
+    model(x), model(x)                 # forwards, in training or not, do not count
+    torch_slt.penalty(model), torch_slt.penalty(model)   # nor penalty calls
+    model.eval()
+    model(x)
+    assert target.step == 0
+    torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1).step()   # an optimizer without the gates
+    assert target.step == 0
+    opt = torch.optim.Adam(torch_slt.mask_parameters(model), lr=1e-2)
+    opt.step()
+    assert target.step == 1
+    model.train()
+    # gradient accumulation: 4 micro-batches, one optimizer step
+    for _ in range(4):
+        (model(x).sum() + torch_slt.penalty(model)).backward()
+    opt.step()
+    assert target.step == 2
+
+
+def _accumulated_run(micro_batches: int, extra_penalty: bool) -> nn.Module:
+    torch.manual_seed(0)
+    model = torch_slt.apply(_gates(((6, 8), (8, 3))), "stg", sparsity=0.6, total_steps=24)
+    opt = torch.optim.Adam(torch_slt.mask_parameters(model), lr=5e-2)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(48, 6, generator=g), torch.randint(0, 3, (48,), generator=g)
+    model.train()
+    for step in range(24):
+        opt.zero_grad()
+        for part in range(micro_batches):
+            idx = slice(2 * part, 2 * part + 2)
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx]) + torch_slt.penalty(model)
+            if extra_penalty:
+                float(torch_slt.penalty(model).detach())   # a logging call
+            (loss / micro_batches).backward()
+        opt.step()
+    return model
+
+
+def test_gradient_accumulation_follows_the_schedule_in_optimizer_steps():
+    model = _accumulated_run(4, extra_penalty=False)
+    target = _target_of(model)
+    assert target.step == 24 and target.window == 24
+    rep = torch_slt.report(model)
+    assert rep.kept == rep.total - round(0.6 * rep.total)
+    assert not [w for w in torch_slt.core.health.ticket_warnings(model) if "ramp" in w]
+
+
+def test_an_extra_penalty_call_changes_nothing():
+    plain, logged = _accumulated_run(2, extra_penalty=False), _accumulated_run(2, extra_penalty=True)
+    for a, b in zip(plain, logged):
+        assert torch.equal(a.weight_mu, b.weight_mu)
+        assert torch.equal(a.weight_window, b.weight_window)
 
 
 def test_switched_off_gates_still_get_their_gradient():
     model = torch_slt.apply(_gates(((4, 3),)), "stg", sparsity=0.5, total_steps=2, ramp=0.5)
-    model[0].weight_step[0] = 8                           # past the ramp: 6 of 12 gates are off
+    _target_of(model).set_step(8)                         # past the ramp: 6 of 12 gates are off
     torch.manual_seed(0)
     model.train()
     out = model(torch.randn(8, 4))
@@ -116,14 +168,14 @@ def test_switched_off_gates_still_get_their_gradient():
 
 def test_state_resumes_mid_schedule_from_a_state_dict():
     model = train_gates("stg", steps=30, sparsity=0.7, total_steps=100)
-    assert int(model[0].weight_step[0]) == 30
+    assert _target_of(model).step == 30
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     buf.seek(0)
     twin = torch_slt.apply(nn.Sequential(nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
                                          nn.Linear(100, 10)), "stg", sparsity=0.7, total_steps=100)
     twin.load_state_dict(torch.load(buf, weights_only=True))
-    assert int(twin[0].weight_step[0]) == 30
+    assert _target_of(twin).step == 30 and _target_of(twin).window == 24
     x = torch.randn(5, 64)
     for m in (model, twin):
         m.train()
@@ -172,7 +224,7 @@ def test_gates_are_sampled_relative_to_the_cut_when_the_penalty_pushed_it_below_
     model = torch_slt.apply(_gates(((50, 40),)), "stg", sparsity=0.5, total_steps=2, ramp=0.5)
     with torch.no_grad():
         model[0].weight_mu.copy_(torch.linspace(-4.0, -3.0, 2000).view(40, 50))   # every mu < 0
-    model[0].weight_step[0] = 8          # past the ramp: the training selection keeps the top half
+    _target_of(model).set_step(8)        # past the ramp: the training selection keeps the top half
     model.train()
     torch.manual_seed(0)
     model(torch.randn(1, 50))
@@ -204,12 +256,16 @@ def test_an_untrained_dense_ticket_is_reported_loudly():
 
 def test_a_target_whose_schedule_never_ran_or_stopped_early_is_reported():
     model = torch_slt.apply(_gates(), "stg", sparsity=0.5, total_steps=100)
-    with pytest.warns(UserWarning, match="schedule never advanced: torch_slt.penalty"):
+    model.train()
+    torch_slt.penalty(model).backward()          # trained, but no optimizer step: nothing moved
+    with pytest.warns(UserWarning, match="schedule never advanced: no torch.optim optimizer stepped"):
         torch_slt.finalize(model)
     model = torch_slt.apply(_gates(), "stg", sparsity=0.5, total_steps=100)
+    opt = torch.optim.SGD(torch_slt.mask_parameters(model), lr=0.1)
     model.train()
     for _ in range(10):
-        torch_slt.penalty(model)
+        torch_slt.penalty(model).backward()
+        opt.step()
     with pytest.warns(UserWarning, match="stopped at step 10 of the sparsity target's 50-step ramp"):
         torch_slt.finalize(model)
 

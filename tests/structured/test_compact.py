@@ -21,7 +21,8 @@ def test_mlp_neurons_are_removed_and_relu_of_bias_is_folded():
         net[0].bias[1] = 0.7                         # a closed neuron still outputs relu(0.7)
     torch_slt.finalize(net)
     x = torch.randn(16, 5)
-    small, report = torch_slt.compact(net, x)
+    small = torch_slt.compact(net, x, return_report=False)
+    report = small.compact_report
     assert small[0].out_features == 4 and small[2].in_features == 4
     assert net[0].out_features == 6                  # the input model is untouched
     torch.testing.assert_close(small(x), net(x))
@@ -69,7 +70,8 @@ def test_cnn_with_batchnorm_and_residuals_keeps_the_union_and_equal_outputs():
     x = torch.randn(4, 3, 8, 8)
     recalibrate_batchnorm(net, [x])   # closed channels' running stats -> 0, so they output exactly 0
     net.eval()
-    small, report = torch_slt.compact(net, x)
+    small = torch_slt.compact(net, x, return_report=False)
+    report = small.compact_report
     assert (small.b1.conv1.out_channels, small.b2.conv1.out_channels) == (3, 3)
     assert small.stem.out_channels == 5 and small.bn.num_features == 5 and small.fc.in_features == 5
     assert any("union kept" in why for why in report.kept)
@@ -90,7 +92,8 @@ def test_nonzero_constant_into_a_padded_convolution_is_kept():
         net[0].weight[2] = 0.0
         net[0].bias[2] = -0.5                         # relu(-0.5) = 0: removable
     x = torch.randn(2, 2, 6, 6)
-    small, report = torch_slt.compact(net, x)
+    small = torch_slt.compact(net, x, return_report=False)
+    report = small.compact_report
     assert small[0].out_channels == 3
     torch.testing.assert_close(small(x), net(x))
     assert report.kept
@@ -111,7 +114,8 @@ def test_hf_vit_heads_are_removed():
         attn.q_proj.weight_mu[0, [0]] = -1.0         # head 0 loses its query only: must stay
     torch_slt.finalize(vit)
     x = torch.randn(2, 3, 16, 16)
-    small, report = torch_slt.compact(vit, x)
+    small = torch_slt.compact(vit, x, return_report=False)
+    report = small.compact_report
     s_attn = small.vit.layers[0].attention
     assert s_attn.q_proj.out_features == s_attn.k_proj.out_features == s_attn.v_proj.out_features == 8
     assert s_attn.o_proj.in_features == 8 and s_attn.num_attention_heads == 2
@@ -135,7 +139,8 @@ def test_timm_vit_packed_qkv_loses_whole_heads():
         vit.blocks[0].attn.qkv.weight_mu[0, [0, 2]] = -1.0     # heads 0 and 2, in q, k and v at once
     torch_slt.finalize(vit)
     x = torch.randn(2, 3, 16, 16)
-    small, report = torch_slt.compact(vit, x)
+    small = torch_slt.compact(vit, x, return_report=False)
+    report = small.compact_report
     attn = small.blocks[0].attn
     assert attn.qkv.out_features == 24 and attn.proj.in_features == 8 and attn.num_heads == 2
     with torch.no_grad():

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torch_slt.core.api import _HISTORY_ATTR, _qualify, gated_tensors
+from torch_slt.core.gated import gate_history, gated_tensors, qualified_name
 from torch_slt.core.errors import SLTError
 from torch_slt.core.targets import is_default_target
 
@@ -43,13 +43,12 @@ def masks_of(ticket: Any) -> Masks:
         raise AnalysisInputError(f"masks_of(): expected a model, a ticket path or a dict of masks, got "
                                  f"{type(ticket).__name__}")
     with torch.no_grad():
-        gated = {_qualify(name, hook._tensor_name): hook.hard_mask(module).detach().bool().cpu()
-                 for name, module, hook in gated_tensors(ticket)}
+        gated = {g.qualified: g.mask.bool().cpu() for g in gated_tensors(ticket)}
         if gated:
             return gated
         params = dict(ticket.named_parameters())
-        history = ticket.__dict__.get(_HISTORY_ATTR) or {
-            _qualify(n, "weight"): None for n, m in ticket.named_modules()
+        history = gate_history(ticket) or {
+            qualified_name(n, "weight"): None for n, m in ticket.named_modules()
             if is_default_target(m) and isinstance(m._parameters.get("weight"), nn.Parameter)}
         return {name: (params[name].detach() != 0).cpu() for name in history if name in params}
 

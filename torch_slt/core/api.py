@@ -13,6 +13,9 @@ from torch_slt.core.validation import check_kwargs
 from torch_slt.core.base import SLTMethod, refuse_if_pruned, refuse_if_uninitialized
 from torch_slt.core.errors import AlreadyGatedError, NotGatedError, UnsupportedModelError
 from torch_slt.core.registry import get_method
+from torch_slt.core.gated import HISTORY_ATTR as _HISTORY_ATTR
+from torch_slt.core.gated import GatedTensor, gated_tensors
+from torch_slt.core.gated import qualified_name as _qualify
 from torch_slt.core.targets import Selector, Target, select_targets
 
 # Attributes torch_slt keeps on the root model; plain attributes, so never in the state_dict.
@@ -20,7 +23,6 @@ from torch_slt.core.targets import Selector, Target, select_targets
 # parameter (not on the root), so finalizing any submodule, or the root after prune.remove took the
 # gates off, or a model gated piece by piece, finds every flag it must restore.
 _FROZEN_ATTR = "_slt_frozen"
-_HISTORY_ATTR = "_slt_history"    # {tensor name: method name}, kept after finalize for report()
 
 
 def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: Selector = None,
@@ -181,25 +183,6 @@ def restore_frozen(model: nn.Module) -> bool:
     return found
 
 
-def gated_tensors(model: nn.Module) -> Iterator[tuple[str, nn.Module, SLTMethod]]:
-    """Yield ``(module name, module, hook)`` for every tensor gated by torch_slt.
-
-    Raises if a ``torch.nn.utils.prune`` method was stacked on top of a torch_slt gate, because torch
-    then ignores the gate silently.
-    """
-    for module_name, module in model.named_modules():
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, SLTMethod):
-                yield module_name, module, hook
-            elif isinstance(hook, prune.PruningContainer) and any(
-                    isinstance(h, SLTMethod) for h in hook._pruning_methods):
-                raise AlreadyGatedError(
-                    f"module {module_name!r}: a torch.nn.utils.prune method was stacked on a torch_slt "
-                    f"gate, so torch now ignores the gate. Gate each tensor once: finalize first, then "
-                    f"prune again."
-                )
-
-
 def is_gated(model: nn.Module) -> bool:
     """Whether any tensor of ``model`` carries a torch_slt gate."""
     return next(gated_tensors(model), None) is not None
@@ -213,10 +196,53 @@ def named_mask_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]
             yield _qualify(module_name, key), module._parameters[key]
 
 
-def mask_parameters(model: nn.Module) -> list[nn.Parameter]:
+def mask_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
     """The learned gate Parameters, to hand to an optimizer:
-    ``torch.optim.Adam(torch_slt.mask_parameters(model), lr=1e-2)``."""
-    return [p for _, p in named_mask_parameters(model)]
+    ``torch.optim.Adam(torch_slt.mask_parameters(model), lr=1e-2)``.
+
+    An iterator, like ``nn.Module.parameters()`` (and :func:`named_mask_parameters`): wrap it in
+    ``list(...)`` to count or reuse it. Until 0.2 this was a list; indexing it, its truth value and
+    ``==`` with a list keep the list's answers for one release, with a ``FutureWarning``.
+    """
+    return _GateParameters([param for _, param in named_mask_parameters(model)])
+
+
+class _GateParameters:
+    """The iterator :func:`mask_parameters` returns. It also answers what code written for the old
+    list asks of it (``params[0]``, ``if not params``, ``params == [...]``), warning, because a plain
+    iterator would answer ``if not params`` with False, silently. No ``__len__``: ``list()`` would
+    call it (as a length hint) and warn on correct code; ``len()`` raises ``TypeError`` instead."""
+
+    __hash__ = object.__hash__
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        self._params, self._next = params, 0
+
+    def __iter__(self) -> _GateParameters:
+        return self
+
+    def __next__(self) -> nn.Parameter:
+        if self._next >= len(self._params):
+            raise StopIteration
+        self._next += 1
+        return self._params[self._next - 1]
+
+    def _as_list(self, use: str) -> list[nn.Parameter]:
+        warnings.warn(f"mask_parameters() returns an iterator, as nn.Module.parameters() does; {use} works "
+                      f"as on the old list for one more release: use list(torch_slt.mask_parameters(model))",
+                      FutureWarning, stacklevel=3)
+        return self._params
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._as_list("indexing it")[index]
+
+    def __bool__(self) -> bool:
+        return bool(self._as_list("its truth value"))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, list):
+            return self._as_list("comparing it with a list") == other
+        return NotImplemented
 
 
 def penalty(model: nn.Module) -> Tensor:
@@ -227,12 +253,10 @@ def penalty(model: nn.Module) -> Tensor:
     computed in float32 at least, is differentiable in the gates only, and is a zero tensor when the
     model has no such gates.
 
-    Gates applied with a ``sparsity`` target (``apply(model, "stg", sparsity=0.9)``) adapt their
-    ``lam``: each call made in training mode with autograd enabled first takes one step on lam
-    (see :mod:`torch_slt.methods._gates`), so call it once per optimisation step, as part of the loss.
+    Calling it has no side effect: it never advances a schedule (sparsity targets and ``cs`` count
+    optimizer steps, see :mod:`torch_slt.core.schedule`), so extra calls for logging change nothing.
     """
     gated = [(module, hook) for _, module, hook in gated_tensors(model)]
-    _step_sparsity_targets(gated)
     terms, total = [], 0
     for module, hook in gated:
         expected = hook.expected_kept(module)
@@ -249,17 +273,6 @@ def penalty(model: nn.Module) -> Tensor:
     if not terms:
         return torch.zeros((), device=_device_of(model))
     return torch.stack(terms).sum() / total
-
-
-def _step_sparsity_targets(gated: list[tuple[nn.Module, SLTMethod]]) -> None:
-    """One lam update per sparsity target (shared by the tensors of one ``apply`` call)."""
-    groups: dict[int, tuple[Any, list]] = {}
-    for module, hook in gated:
-        target = getattr(hook, "sparsity_target", None)
-        if target is not None:
-            groups.setdefault(id(target), (target, []))[1].append((module, hook))
-    for target, members in groups.values():
-        target.step(members)
 
 
 def finalize(model: nn.Module) -> nn.Module:
@@ -280,7 +293,7 @@ def finalize(model: nn.Module) -> nn.Module:
         NonFiniteGateError: a gate holds NaN or infinity (e.g. after a step on a NaN batch); the model
             is left gated and unchanged, and the message names the tensors and the fix.
     """
-    from torch_slt.core.finite import check_finite_gates
+    from torch_slt.core.health import check_finite_gates
     from torch_slt.core.health import warn_about_ticket
 
     gated = list(gated_tensors(model))
@@ -296,10 +309,6 @@ def finalize(model: nn.Module) -> nn.Module:
         prune.remove(module, hook._tensor_name)
     restore_frozen(model)
     return model
-
-
-def _qualify(module_name: str, tensor_name: str) -> str:
-    return f"{module_name}.{tensor_name}" if module_name else tensor_name
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -53,6 +53,19 @@ class SLTMethod(prune.BasePruningMethod):
     added_names: ClassVar[tuple[str, ...]] = ()
 
     _tensor_name: str | None = None
+    #: How many readers of this weight (:mod:`torch_slt.core.checks`) are running: while one is, the
+    #: weight it computed serves the whole forward and the gate's own pre-hook does not recompute it.
+    _reader_depth: int = 0
+
+    def __call__(self, module: nn.Module, inputs: Any) -> None:
+        """The forward pre-hook: recompute ``module.<tensor>``, unless a reader already did for this forward."""
+        if self._reader_depth:
+            return
+        self.refresh(module, inputs)
+
+    def refresh(self, module: nn.Module, inputs: Any = None) -> None:
+        """Recompute ``module.<tensor>`` from the gate now (train mode: a fresh sample)."""
+        setattr(module, self._tensor_name, self.apply_mask(module))
 
     @classmethod
     def names_added(cls, name: str) -> list[str]:
@@ -85,12 +98,16 @@ class SLTMethod(prune.BasePruningMethod):
 
     def penalty_lam(self, module: nn.Module) -> float | Tensor:
         """The multiplier of this tensor's term in :func:`torch_slt.penalty` (methods with a penalty
-        have a ``lam``; the gate methods adapt it when given a sparsity target)."""
+        have a ``lam``; it is a constant, also with a sparsity target)."""
         return self.lam
 
     def init_state(self, module: nn.Module, orig: Tensor, mask: Tensor | None,
                    importance_scores: Tensor | None) -> None:
         """Register the method's own tensors on ``module`` (called once, inside ``apply``)."""
+
+    def clock(self) -> Any:
+        """The schedule this gate's optimizer steps advance (:mod:`torch_slt.core.schedule`), or None."""
+        return None
 
     def plan(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]:
         """Per-target keyword arguments for :meth:`apply`, worked out on the whole model.
@@ -204,7 +221,7 @@ class SLTMethod(prune.BasePruningMethod):
         # torch_slt.core.checks installs on modules that read this weight in their own forward.
         for hooked in [module, *self.__dict__.pop("_hooked_modules", [])]:
             for hooks in (hooked._forward_pre_hooks, hooked._forward_hooks, hooked._state_dict_hooks,
-                          hooked._load_state_dict_pre_hooks):
+                          hooked._state_dict_pre_hooks, hooked._load_state_dict_pre_hooks):
                 # (torch wraps load pre-hooks in a _WrappedHook holding ours as .hook)
                 for key in [k for k, h in hooks.items() if _owner(h) is self]:
                     del hooks[key]
@@ -260,7 +277,7 @@ class LearnedMaskMethod(SLTMethod):
         self._keep_fields_float32(module)
         mask = self.forward_mask(module)  # once per forward: for the buffer and the weight
         buffer = module._buffers.get(name + "_mask")
-        if buffer is not None and not in_functorch_transform(mask):
+        if buffer is not None and buffer is not mask and not in_functorch_transform(mask):
             with torch.no_grad():
                 buffer.copy_(mask)
         if module.training:

@@ -41,11 +41,10 @@ _METADATA_ONLY = {"dtype", "device", "shape", "size", "ndim", "dim", "numel", "i
 
 @dataclass(frozen=True)
 class Reader:
-    """``reader`` (named ``reader_name``) reads the weight of ``target`` (named ``target_name``)."""
+    """``reader`` (named ``reader_name``) reads ``target.<tensor>`` in its own forward."""
 
     reader_name: str
     reader: nn.Module
-    target_name: str
     target: nn.Module
     metadata_only: bool
     tensor: str = "weight"
@@ -103,7 +102,7 @@ def check_targets(model: nn.Module, selected: list) -> list[Reader]:
                 f"the shared tensor under both names. Leave it out with exclude=[{name!r}], or untie it "
                 f"first: model.{name}.{tensor} = torch.nn.Parameter(model.{name}.{tensor}.detach().clone())."
             )
-    by_tensor = {(id(t[1]), getattr(t, "tensor", "weight")): t[0] for t in selected}
+    by_tensor = {(id(t[1]), getattr(t, "tensor", "weight")) for t in selected}
     readers = []
     for reader_name, reader in model.named_modules():
         for path, tensor, meta in _weight_reads(type(reader)):
@@ -113,12 +112,18 @@ def check_targets(model: nn.Module, selected: list) -> list[Reader]:
                 continue
             key = (id(target), tensor)
             if key in by_tensor and target is not reader:
-                readers.append(Reader(reader_name, reader, by_tensor[key], target, meta, tensor))
+                readers.append(Reader(reader_name, reader, target, meta, tensor))
     return readers
 
 
 class RefreshFromReader:
-    """Forward pre-hook on a reader: recompute the target's gated weight before the reader runs."""
+    """Forward pre-hook on a reader: recompute the target's gated weight before the reader runs.
+
+    The weight is computed once per forward of the reader: while the reader runs, the gate's own
+    pre-hook (the target called inside the reader, as ``TransformerEncoderLayer`` calls ``linear1`` in
+    training) and nested readers (``MultiheadAttention`` inside ``TransformerEncoderLayer``) reuse it,
+    so a training gate is sampled once per forward, not once per reader.
+    """
 
     def __init__(self, owner: Any, target: nn.Module, metadata_only: bool) -> None:
         self.owner = owner          # the gating method; its _undo removes this hook
@@ -135,18 +140,23 @@ class RefreshFromReader:
             with torch.no_grad():
                 self.owner(self.target, inputs)
             return
-        self.owner(self.target, inputs)
+        if not self.owner._reader_depth:
+            self.owner.refresh(self.target, inputs)
+        self.owner._reader_depth += 1
 
 
 class DetachAfterReader:
-    """Forward hook on a reader: detach the target's weight once done (deepcopy safety, as in base)."""
+    """Forward hook on a reader (run even when the forward raises): end the reader's use of the weight
+    and detach it once the outermost reader is done (deepcopy safety, as in base)."""
 
     def __init__(self, owner: Any, target: nn.Module) -> None:
         self.owner = owner
         self.target = target
 
     def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        detach_attribute(self.target, self.owner._tensor_name)
+        self.owner._reader_depth = max(0, self.owner._reader_depth - 1)
+        if not self.owner._reader_depth:
+            detach_attribute(self.target, self.owner._tensor_name)
 
 
 def install_readers(readers: list[Reader], hooks: dict[int, Any]) -> None:
@@ -155,7 +165,7 @@ def install_readers(readers: list[Reader], hooks: dict[int, Any]) -> None:
         owner = hooks[(id(r.target), r.tensor)]
         r.reader.register_forward_pre_hook(RefreshFromReader(owner, r.target, r.metadata_only))
         if not r.metadata_only:
-            r.reader.register_forward_hook(DetachAfterReader(owner, r.target))
+            r.reader.register_forward_hook(DetachAfterReader(owner, r.target), always_call=True)
         hooked = owner.__dict__.setdefault("_hooked_modules", [])
         if not any(m is r.reader for m in hooked):
             hooked.append(r.reader)

@@ -4,7 +4,8 @@ One training step on a batch holding a NaN turns every gate it reaches into NaN.
 look normal (``NaN > 0`` is false, so those weights simply read as pruned), and ``report`` and
 ``finalize`` would hand out a ticket chosen by NaN. The check below runs where a result leaves the
 library (:func:`torch_slt.finalize` refuses, :func:`torch_slt.report` warns, ``fit`` stops at the end of
-the epoch), not in the forward pass: it reads every gate once and waits for the device, which is cheap
+the epoch; the model-level checks are :func:`torch_slt.core.health.nonfinite_gates` and
+:func:`~torch_slt.core.health.check_finite_gates`), not in the forward pass: it reads every gate once and waits for the device, which is cheap
 once per epoch but not once per step. A ``GradScaler`` that skips steps with non-finite gradients
 never writes them into the gates, so mixed precision passes the check.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from torch_slt.core.errors import NonFiniteGateError
 
 FIX = ("Look for NaN or infinite inputs or losses (e.g. assert torch.isfinite(x).all() on the "
        "batches), lower the learning rate, or use torch.amp.GradScaler, which skips steps whose "
@@ -35,18 +35,6 @@ def hook_tensors(module_name: str, module: nn.Module, hook) -> list[tuple[str, T
     return found
 
 
-def _gate_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
-    from torch_slt.core.api import gated_tensors
-
-    return [pair for name, module, hook in gated_tensors(model) for pair in hook_tensors(name, module, hook)]
-
-
-def nonfinite_gates(model: nn.Module) -> list[str]:
-    """Qualified names of the gate tensors of ``model`` that hold a NaN or an
-    infinity; empty when every one is finite. One device synchronisation when all are finite."""
-    return nonfinite(_gate_tensors(model))
-
-
 def nonfinite(tensors: list[tuple[str, Tensor]]) -> list[str]:
     """The names of ``tensors`` that hold a NaN or an infinity (one device wait when none does)."""
     if not tensors:
@@ -65,13 +53,6 @@ def message(names: list[str], who: str) -> str:
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
     return (f"{who}: the gate tensors {shown} hold NaN or infinite values, so their masks mean "
             f"nothing (a NaN gate reads as pruned). {FIX}")
-
-
-def check_finite_gates(model: nn.Module, who: str) -> None:
-    """Raise :class:`~torch_slt.core.errors.NonFiniteGateError` naming every non-finite gate tensor."""
-    names = nonfinite_gates(model)
-    if names:
-        raise NonFiniteGateError(message(names, who), names)
 
 
 def check_finite_scores(scores: list[Tensor], names: list[str], who: str) -> None:

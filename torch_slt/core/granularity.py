@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from torch_slt.core.errors import SLTError
+from torch_slt.core.selection import top_groups_mask
 
 GRANULARITIES = ("weight", "neuron", "channel", "head")
 _QKV_PACKED = ("qkv", "in_proj_weight")
@@ -166,28 +167,17 @@ def keep_top_groups(scores: list[Tensor], layouts: list[GroupLayout], sparsity: 
 
     ``scores[i]`` has ``layouts[i].gate_shape``; groups are ranked together and counted by their
     weights, so the kept fraction of weights is the smallest whole number of groups that reaches
-    ``1 - sparsity``. Returns one boolean mask per tensor at its *weight* shape.
+    ``1 - sparsity``. Returns one boolean mask per tensor at its *weight* shape (on its device).
     """
-    flat = torch.cat([s.detach().reshape(-1).double().cpu() for s in scores])
-    sizes = torch.cat([torch.full((lay.groups,), lay.group_size, dtype=torch.float64) for lay in layouts])
-    keep = top_groups(flat, sizes, sparsity)
+    device = scores[0].device
+    flat = torch.cat([s.detach().reshape(-1).to(device=device, dtype=torch.float64) for s in scores])
+    sizes = torch.cat([torch.full((lay.groups,), lay.group_size, dtype=torch.float64, device=device)
+                       for lay in layouts])
+    total = sum(lay.groups * lay.group_size for lay in layouts)
+    keep = top_groups_mask(flat, sizes, sparsity, total)
     masks, start = [], 0
     for s, lay in zip(scores, layouts):
         part = keep[start:start + lay.groups].view(lay.gate_shape).to(s.device)
         masks.append(lay.expand(part).clone())
         start += lay.groups
     return masks
-
-
-def top_groups(scores: Tensor, sizes: Tensor, sparsity: float) -> Tensor:
-    """Flags (1-d, on the CPU) of the highest ``scores`` whose ``sizes`` (weights per group) add up to
-    the fewest whole groups that keep ``1 - sparsity`` of all the weights."""
-    flat, sizes = scores.detach().reshape(-1).double().cpu(), sizes.double().cpu()
-    order = torch.argsort(flat, descending=True, stable=True)
-    cumulative = torch.cumsum(sizes[order], 0)
-    wanted = (1.0 - sparsity) * float(sizes.sum())
-    count = int(torch.searchsorted(cumulative, torch.tensor(wanted, dtype=torch.float64) - 1e-9).item()) + 1
-    count = min(count, flat.numel()) if wanted > 0 else 0
-    keep = torch.zeros(flat.numel(), dtype=torch.bool)
-    keep[order[:count]] = True
-    return keep

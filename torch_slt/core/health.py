@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import warnings
 
-from torch import nn
+from torch import Tensor, nn
+
+from torch_slt.core.errors import NonFiniteGateError
+from torch_slt.core.finite import hook_tensors, message, nonfinite
+from torch_slt.core.gated import gated_tensors, qualified_name
 
 #: The fix printed with a ticket that kept every weight.
 _DENSE_FIX = ("train the gates longer or with a larger learning rate (Adam 5e-2 is the gate methods' "
@@ -34,8 +38,6 @@ def ticket_warnings(model: nn.Module) -> list[str]:
     """The problems of ``model``'s gates, one sentence each (empty when there is none): tensors (or
     the whole ticket) that keep nothing, for every method; a learned ticket still dense or whose
     sparsity schedule did not run."""
-    from torch_slt.core.api import gated_tensors
-
     gated = list(gated_tensors(model))
     problems = _collapse_problems(gated)
     learned = [(name, module, hook) for name, module, hook in gated if hook.learned]
@@ -62,10 +64,8 @@ def _collapse_problems(gated: list) -> list[str]:
     every tensor is empty)."""
     import torch
 
-    from torch_slt.core.api import _qualify
-
     with torch.no_grad():
-        kept = [(_qualify(n, h._tensor_name), type(h).name, int(torch.count_nonzero(mask)), mask.numel())
+        kept = [(qualified_name(n, h._tensor_name), type(h).name, int(torch.count_nonzero(mask)), mask.numel())
                 for n, m, h in gated for mask in [h.hard_mask(m)]]
     kept = [row for row in kept if row[3]]  # a tensor with no weight at all has nothing to lose
     empty = [(name, method) for name, method, count, _ in kept if count == 0]
@@ -85,3 +85,21 @@ def warn_about_ticket(model: nn.Module, who: str) -> None:
     """Warn (``UserWarning``) with every problem :func:`ticket_warnings` finds."""
     for problem in ticket_warnings(model):
         warnings.warn(f"{who}: {problem}", UserWarning, stacklevel=3)
+
+
+def _gate_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
+    return [pair for name, module, hook in gated_tensors(model) for pair in hook_tensors(name, module, hook)]
+
+
+def nonfinite_gates(model: nn.Module) -> list[str]:
+    """Qualified names of the gate tensors of ``model`` that hold a NaN or an infinity; empty when
+    every one is finite (see :mod:`torch_slt.core.finite`). One device synchronisation when all are
+    finite: run it per epoch, never per step."""
+    return nonfinite(_gate_tensors(model))
+
+
+def check_finite_gates(model: nn.Module, who: str) -> None:
+    """Raise :class:`~torch_slt.core.errors.NonFiniteGateError` naming every non-finite gate tensor."""
+    names = nonfinite_gates(model)
+    if names:
+        raise NonFiniteGateError(message(names, who), names)

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from torch_slt.core import api
 from torch_slt.core.base import FixedMaskMethod
+from torch_slt.core.gated import HISTORY_ATTR, qualified_name
 from torch_slt.core.errors import NotGatedError, SLTError
 from torch_slt.core.registry import get_method
 
@@ -49,7 +50,7 @@ def hard_masks(model: nn.Module) -> dict[str, Tensor]:
 
     The masks are copies (changing them changes nothing in the model); ``True`` = kept.
     """
-    return {api._qualify(name, hook._tensor_name): hook.hard_mask(module).detach().clone().bool()
+    return {qualified_name(name, hook._tensor_name): hook.hard_mask(module).detach().clone().bool()
             for name, module, hook in api.gated_tensors(model)}
 
 
@@ -77,7 +78,7 @@ def apply_masks(model: nn.Module, masks: Mapping[str, Tensor], method: str = "ma
     wanted = set(checked)
 
     def selector(module_name: str, param_name: str, module: nn.Module) -> bool:
-        return api._qualify(module_name, param_name) in wanted
+        return qualified_name(module_name, param_name) in wanted
 
     def install(target: Any) -> FixedMaskMethod:
         hook = cls.__new__(cls)
@@ -93,7 +94,7 @@ def narrow_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> nn.Module:
     Every mask must be a subset of the tensor's current mask (a removed weight stays removed); tensors
     not named keep their mask. All masks are checked before any is written.
     """
-    gates = {api._qualify(name, hook._tensor_name): (module, hook)
+    gates = {qualified_name(name, hook._tensor_name): (module, hook)
              for name, module, hook in api.gated_tensors(model)}
     updates = []
     for name, mask in masks.items():
@@ -132,9 +133,9 @@ def remove_gates(model: nn.Module) -> nn.Module:
     for _, module, hook in gated:
         hook._undo(module, module._parameters[hook._tensor_name + "_orig"])
     api.restore_frozen(model)
-    history = model.__dict__.get(api._HISTORY_ATTR, {})
+    history = model.__dict__.get(HISTORY_ATTR, {})
     for name, module, hook in gated:
-        history.pop(api._qualify(name, hook._tensor_name), None)
+        history.pop(qualified_name(name, hook._tensor_name), None)
     return model
 
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from torch_slt.core.api import _HISTORY_ATTR, _qualify, gated_tensors
+from torch_slt.core.gated import gate_history, gated_tensors, qualified_name
 from torch_slt.core.targets import is_default_target
 
 
@@ -84,7 +84,7 @@ def report(model: nn.Module) -> SparsityReport:
     with torch.no_grad():
         for module_name, module, hook in gated_tensors(model):
             mask = hook.hard_mask(module)
-            rows.append(LayerSparsity(_qualify(module_name, hook._tensor_name), tuple(mask.shape),
+            rows.append(LayerSparsity(qualified_name(module_name, hook._tensor_name), tuple(mask.shape),
                                       int(mask.sum()), mask.numel(), type(hook).name))
         if rows:
             _warn_if_not_finite(model)
@@ -94,8 +94,8 @@ def report(model: nn.Module) -> SparsityReport:
                 warn_about_ticket(model, "report()")
             return SparsityReport(rows)
         params = dict(model.named_parameters())
-        history = model.__dict__.get(_HISTORY_ATTR) or {
-            _qualify(n, "weight"): None for n, m in model.named_modules()
+        history = gate_history(model) or {
+            qualified_name(n, "weight"): None for n, m in model.named_modules()
             if is_default_target(m) and isinstance(m._parameters.get("weight"), nn.Parameter)}
         for name, method in history.items():
             if name in params:
@@ -107,9 +107,9 @@ def report(model: nn.Module) -> SparsityReport:
 
 def _warn_if_not_finite(model: nn.Module) -> None:
     """NaN gates read as pruned, so the numbers above would look normal: say so (finalize refuses)."""
-    from torch_slt.core import finite
+    from torch_slt.core import finite, health
 
-    names = finite.nonfinite_gates(model)
+    names = health.nonfinite_gates(model)
     if names:
         warnings.warn(finite.message(names, "report()") + " finalize() refuses such a model.",
                       RuntimeWarning, stacklevel=3)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections import OrderedDict
 from typing import Any, Mapping
 
@@ -239,9 +240,22 @@ def save_file(model_or_state_dict: nn.Module | Mapping[str, Tensor], path: str |
         torch.save(state_dict, path)
 
 
-def load_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> OrderedDict:
+def load_file(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+              device: str | torch.device | None = None) -> OrderedDict:
     """Read a file written by :func:`save_file` (or any ``torch.save``d state_dict) without unpickling
-    code: safetensors for ``.safetensors``, ``torch.load(weights_only=True)`` otherwise."""
+    code: safetensors for ``.safetensors``, ``torch.load(weights_only=True)`` otherwise.
+
+    ``map_location`` is the device the tensors are loaded onto, torch.load's keyword (as in
+    :func:`torch_slt.load_ticket`); ``device=`` is its old name and warns.
+    """
+    if device is not None:
+        warnings.warn("load_file(device=...) is now load_file(map_location=...), torch.load's keyword; "
+                      "device= goes away in the release after 0.2", FutureWarning, stacklevel=2)
+        map_location = device
+    if not isinstance(map_location, (str, torch.device)):
+        raise TypeError(f"load_file(): map_location must be a device name or torch.device (e.g. 'cpu', "
+                        f"'cuda:0'), got {type(map_location).__name__}")
+    device = map_location
     path = os.fspath(path)
     if path.endswith(".safetensors"):
         from safetensors import safe_open

@@ -165,15 +165,6 @@ def _takes_param_name(selector: Callable[..., bool]) -> bool:
     return len(required) >= 3
 
 
-def matches(selector: Selector, name: str, module: nn.Module) -> bool:
-    """Whether module ``(name, module)`` is selected by a name, a list of names, or a callable."""
-    if callable(selector):
-        return bool(selector(name, module))
-    if isinstance(selector, str):
-        return _name_matches(selector, name)
-    return any(_name_matches(p, name) for p in selector)
-
-
 def _tensors_matched(selector: Selector, name: str, module: nn.Module) -> list[str]:
     """The tensors of ``module`` that ``selector`` picks: by module (its default tensors) or by
     parameter (``"<module>.<param>"`` names, or a 3-argument callable)."""

@@ -38,7 +38,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torch_slt.core.api import _HISTORY_ATTR, finalize, is_gated
+from torch_slt.core.api import finalize, is_gated
+from torch_slt.core.gated import gate_history, record_gate_history
 from torch_slt.core.errors import TicketMismatchError
 from torch_slt.core.targets import is_default_target
 from torch_slt.experiment.zoo import TIMM_PREFIX, ModelSpec, build_model
@@ -93,15 +94,19 @@ def weights_hash(model: nn.Module) -> str:
 
 
 # ---------------------------------------------------------------------------------------- save
-def save_ticket(path: str | os.PathLike, model: nn.Module, spec: ModelSpec,
+def save_ticket(model: nn.Module, path: str | os.PathLike, spec: ModelSpec,
                 metadata: dict | None = None) -> Path:
     """Write the compact ticket of ``model`` (built by ``build_model(spec)``) to ``path``.
 
+    The object comes first, then the file, as in ``torch.save(obj, f)`` and :func:`torch_slt.save_file`.
+    The old order ``save_ticket(path, model, spec)`` still works for one release, with a
+    ``FutureWarning``.
+
     Args:
-        path: the ``.safetensors`` file to write (its folder must exist); written atomically.
         model: the model built from ``spec``, either still gated or already finalized (then the
             tensors it gated are read from its record, or, without one, taken to be every
             ``nn.Linear`` / ``nn.ConvNd`` weight). Not modified.
+        path: the ``.safetensors`` file to write (its folder must exist); written atomically.
         spec: the spec ``model`` was built from; its weights are regenerated and compared.
         metadata: anything JSON-serialisable to keep with the ticket (config, accuracy...).
 
@@ -116,19 +121,27 @@ def save_ticket(path: str | os.PathLike, model: nn.Module, spec: ModelSpec,
         >>> from torch_slt.experiment.zoo import ModelSpec, build_model
         >>> spec = ModelSpec("lenet300", (1, 8, 8), 10, width=0.1, seed=1)
         >>> model = torch_slt.finalize(torch_slt.apply(build_model(spec), "magnitude", sparsity=0.8))
-        >>> path = torch_slt.save_ticket(tempfile.mkdtemp() + "/t.slt.safetensors", model, spec)
+        >>> path = torch_slt.save_ticket(model, tempfile.mkdtemp() + "/t.slt.safetensors", spec)
         >>> loaded, _, _ = torch_slt.load_ticket(path)
         >>> x = torch.randn(4, 1, 8, 8)
         >>> torch.equal(loaded(x), model.eval()(x))
         True
     """
     _require_safetensors()
+    if isinstance(model, (str, os.PathLike)) and isinstance(path, nn.Module):
+        warnings.warn("save_ticket(path, model, spec) is now save_ticket(model, path, spec): the object "
+                      "first, as in torch.save(obj, f); the old order goes away in the release after 0.2",
+                      FutureWarning, stacklevel=2)
+        model, path = path, model
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"save_ticket(): model must be an nn.Module, got {type(model).__name__}; the call "
+                        f"is save_ticket(model, path, spec)")
     if not isinstance(spec, ModelSpec):
         raise TypeError(f"save_ticket(): spec must be a ModelSpec, got {type(spec).__name__}")
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"save_ticket(): metadata must be a dict or None, got {type(metadata).__name__}")
     user = json.dumps(metadata or {}, sort_keys=True, default=_json_default)
-    history = dict(model.__dict__.get(_HISTORY_ATTR) or {})
+    history = gate_history(model)
     if is_gated(model):
         final = finalize(copy.deepcopy(model))
     else:
@@ -298,7 +311,7 @@ def load_ticket(path: str | os.PathLike, *,
         for name, tensor in tensors.items():
             if name.startswith("state/"):
                 state[name[len("state/"):]].copy_(tensor)
-    model.__dict__[_HISTORY_ATTR] = dict(info["gated"])
+    record_gate_history(model, dict(info["gated"]))
     return model.to(map_location).eval(), spec, info["metadata"]
 
 

@@ -82,7 +82,7 @@ class SLTTrainer(Trainer):
     # ------------------------------------------------------------------ optimizer
     def _slt_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         if self.slt_train == "masks":
-            params = torch_slt.mask_parameters(model)
+            params = list(torch_slt.mask_parameters(model))
             if not params:
                 raise ValueError(
                     "SLTTrainer: the model has no learned gates (a fixed-mask method?), so train='masks' "

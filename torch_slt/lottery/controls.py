@@ -90,8 +90,7 @@ def permutation(size: int, seed: int, salt: str) -> Tensor:
 
 
 def _weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    return {api._qualify(n, h._tensor_name): m._parameters[h._tensor_name + "_orig"]
-            for n, m, h in api.gated_tensors(model)}
+    return {g.qualified: g.orig for g in api.gated_tensors(model)}
 
 
 def _reinit(model: nn.Module, seed: int, init: Callable[[nn.Module], None] | None) -> None:

@@ -105,5 +105,3 @@ def require_safetensors() -> None:
                           '(or pip install safetensors), or run without run_dir') from err
 
 
-def masks_equal(a: dict[str, Tensor], b: dict[str, Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)

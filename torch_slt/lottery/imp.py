@@ -97,9 +97,6 @@ class IMPResult:
     def tickets(self) -> list[RoundResult]:
         return [r for r in self.rows if r.kind == TICKET]
 
-    def of_kind(self, kind: str) -> list[RoundResult]:
-        return [r for r in self.rows if r.kind == kind]
-
     def to_markdown(self) -> str:
         lines = ["| round | network | remaining | early-stop it. | test acc. (early stop) | test acc. (end) |",
                  "|---:|---|---:|---:|---:|---:|"]

@@ -51,7 +51,7 @@ def layer_rates(model: nn.Module, prune_rate: float, output_rate: float | None,
     The output layer is the last gated tensor (``named_modules`` order). Its rate is ``output_rate``,
     or by default half ``prune_rate`` when every gated module is an ``nn.Linear``.
     """
-    gated = [(api._qualify(n, h._tensor_name), m) for n, m, h in api.gated_tensors(model)]
+    gated = [(g.qualified, g.module) for g in api.gated_tensors(model)]
     if output_rate is None:
         all_linear = all(isinstance(m, nn.Linear) for _, m in gated)
         output_rate = prune_rate / 2 if all_linear and len(gated) > 1 else prune_rate
@@ -98,8 +98,7 @@ def prune_survivors(model: nn.Module, rates: Mapping[str, float | None], pool_ra
                     ) -> dict[str, Tensor]:
     """Narrow the fixed masks of ``model`` by one round of magnitude pruning (see the module docstring)
     and return the new masks. ``rates`` as from :func:`layer_rates`."""
-    weights = {api._qualify(n, h._tensor_name): m._parameters[h._tensor_name + "_orig"]
-               for n, m, h in api.gated_tensors(model)}
+    weights = {g.qualified: g.orig for g in api.gated_tensors(model)}
     masks = survivor_masks(weights, hard_masks(model), rates, pool_rate)
     narrow_masks(model, masks)
     return masks

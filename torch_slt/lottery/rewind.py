@@ -53,9 +53,8 @@ class RewindPoint:
 def _gated_names(model: nn.Module) -> dict[str, str]:
     """``{gated key in the state_dict ("fc.weight_orig"): plain key ("fc.weight")}``."""
     names = {}
-    for module_name, _, hook in api.gated_tensors(model):
-        plain = api._qualify(module_name, hook._tensor_name)
-        names[plain + "_orig"] = plain
+    for gated in api.gated_tensors(model):
+        names[gated.qualified + "_orig"] = gated.qualified
     return names
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from torch_slt.core.api import mask_parameters, penalty
-from torch_slt.experiment.train.batches import _loader, _logits, _to, evaluate, resolve_device
+from torch_slt.experiment.train.batches import _loader, _logits, _to, accuracy, resolve_device
 from torch_slt.experiment.train.checkpoint import _rng_state, _save_checkpoint, _set_rng_state
 from torch_slt.experiment.train.config import TrainConfig
 from torch_slt.experiment.train.loop import _optimizer, _scheduler
@@ -210,8 +210,8 @@ def _train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Opti
 
 
 def _evaluate(model: nn.Module, iteration: int, val: Any, test: Any, device: torch.device) -> Evaluation:
-    return Evaluation(iteration, evaluate(model, val, device=device) if val is not None else None,
-                      evaluate(model, test, device=device) if test is not None else None)
+    return Evaluation(iteration, accuracy(model, val, device=device) if val is not None else None,
+                      accuracy(model, test, device=device) if test is not None else None)
 
 
 def _progress(config: TrainConfig, label: str, total: int):

@@ -18,9 +18,10 @@ How a sparsity target works
 * **Gradual schedule.** In training the forward keeps the selected gates only (the others are off),
   with the sparsity :math:`s_t = s\,(1 - (1 - t / (rT))^3)` for :math:`t < rT` and :math:`s` after it:
   the cubic schedule of gradual pruning (Zhu & Gupta 2017, https://arxiv.org/abs/1710.01878), with
-  ``ramp`` :math:`r` = 0.5 by default. :math:`t` counts the :func:`torch_slt.penalty` calls made in
-  training mode (one per optimiser step); without ``total_steps`` the ramp lasts
-  :data:`DEFAULT_RAMP_STEPS` calls, and ``report``/``finalize`` warn if training stopped before it ended.
+  ``ramp`` :math:`r` = 0.5 by default. :math:`t` counts optimizer steps that update the gates
+  (:mod:`torch_slt.core.schedule`: gradient accumulation counts once per step, extra forwards and
+  ``penalty()`` calls never); without ``total_steps`` the ramp lasts :data:`DEFAULT_RAMP_STEPS`
+  steps, and ``report``/``finalize`` warn if training stopped before it ended.
 * **Straight-through gradient.** The gates that the selection turns off still receive the gradient
   they would get if they were on (as edge-popup's scores do), so a gate can re-enter the selection.
 * **The penalty shapes the ranking.** ``lam`` keeps its meaning: the penalty pushes down the scores of
@@ -38,9 +39,10 @@ half the gates at once and ruined the ticket. The selection reaches its sparsity
 construction, and the learning rate only decides how well the gates are ranked (numbers in
 ``docs/methods/stg.md`` and ``bench/results/targets.md``).
 
-The state lives in the buffer ``<tensor>_step`` of each gated module (steps taken; the first step and
-the cut of the training selection held in the mask buffer), so a ``state_dict`` saved mid-schedule
-resumes exactly; it disappears at :func:`torch_slt.finalize`.
+The schedule and the selections belong to one :class:`~torch_slt.methods._target.SparsityTarget` per
+``apply`` call. Its step count is a host int; a ``state_dict`` records it in ``<tensor>_step`` (with
+the window and the cut) next to the training selection ``<tensor>_window``, so a ``state_dict`` saved
+mid-schedule resumes exactly; both disappear at :func:`torch_slt.finalize`.
 """
 
 from __future__ import annotations
@@ -53,8 +55,7 @@ from torch import Tensor, nn
 from torch_slt.core.validation import (check_fraction, check_nonnegative, check_optional_positive_int,
                                        check_probability, check_sparsity, sparsity_or_amount)
 from torch_slt.core.base import LearnedMaskMethod
-from torch_slt.core.granularity import top_groups
-from torch_slt.core.selection import keep_count, top_k_mask
+from torch_slt.methods._target import DEFAULT_RAMP, DEFAULT_RAMP_STEPS, REFRESH_STEPS, SparsityTarget
 
 #: The paper's default penalty weight (without a sparsity target).
 DEFAULT_LAM = 0.1
@@ -72,109 +73,6 @@ def target_lam(sparsity: float) -> float:
     """
     odds = sparsity / (1.0 - sparsity)
     return min(DEFAULT_LAM * odds * odds, odds)
-
-
-#: Length of the sparsity schedule when ``total_steps`` is not given, in ``penalty()`` calls.
-DEFAULT_RAMP_STEPS = 1000
-#: Fraction of ``total_steps`` over which the training sparsity ramps from 0 to the target.
-DEFAULT_RAMP = 0.5
-#: A training forward's selection is refreshed every this many steps (see :meth:`SparsityTarget.mask`).
-REFRESH_STEPS = 8
-
-
-class SparsityTarget:
-    """The sparsity target shared by every tensor gated by one ``apply`` call (module docstring).
-
-    It holds the configuration, its members and a cache of the current selection; the step count
-    lives in the ``<tensor>_step`` buffers of the gated modules, so ``state_dict`` resumes exactly.
-    """
-
-    def __init__(self, sparsity: float, total_steps: int | None = None, ramp: float = DEFAULT_RAMP) -> None:
-        self.sparsity = sparsity
-        self.total_steps = total_steps
-        self.ramp = ramp
-        self.members: list[tuple[nn.Module, GateMethod]] = []
-        # (key of the cached selection, {id(module): mask}, cut)
-        self._selection: tuple[dict[int, tuple], dict[int, Tensor], float] | None = None
-
-    def __repr__(self) -> str:
-        return f"SparsityTarget(sparsity={self.sparsity}, total_steps={self.total_steps}, ramp={self.ramp})"
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_selection"] = None  # a cache
-        return state
-
-    @property
-    def ramp_steps(self) -> int:
-        """Steps over which the training sparsity ramps up to the target."""
-        if self.total_steps is None:
-            return DEFAULT_RAMP_STEPS
-        return max(1, round(self.ramp * self.total_steps))
-
-    def sparsity_at(self, step: int) -> float:
-        """The training sparsity after ``step`` steps: cubic from 0 to :attr:`sparsity`."""
-        progress = min(max(step / self.ramp_steps, 0.0), 1.0)
-        return self.sparsity * (1.0 - (1.0 - progress) ** 3)
-
-    def step(self, members: list[tuple[nn.Module, GateMethod]]) -> None:
-        """Advance the schedule by one step (called by ``penalty`` in training mode)."""
-        if not members or not torch.is_grad_enabled() or not any(m.training for m, _ in members):
-            return
-        for module, hook in members:
-            hook._step_state(module)[0] += 1
-
-    def mask(self, module: nn.Module, hook: GateMethod, sparsity: float, *, window: int | None = None) -> Tensor:
-        """``module``'s part of the exact top-(1 - sparsity) selection over all members' gate scores."""
-        return self.select(module, hook, sparsity, window=window)[0]
-
-    def select(self, module: nn.Module, hook: GateMethod, sparsity: float, *,
-               window: int | None = None) -> tuple[Tensor, float]:
-        """``module``'s part of the exact top-(1 - sparsity) selection over all members' gate scores,
-        and the lowest score kept (the cut).
-
-        The ticket's selection is recomputed whenever a member's gates changed (keyed on the score
-        tensors' versions); members removed since (``finalize`` removes the gates one by one) keep
-        their share of it. A training selection (``window``: the first step of its window) is made
-        once per window of :data:`REFRESH_STEPS` steps for all members: the gates move little in
-        between, and a selection costs about a third of a lenet300 training step on a CPU.
-        """
-        members = [(m, h) for m, h in self.members if h.is_gated(m)]
-        if not any(m is module for m, _ in members):
-            members.append((module, hook))
-        scores = [h.gate_score(m) for m, h in members]
-        if window is not None:
-            key = {id(m): ("train", window, sparsity) for m, _ in members}
-        else:
-            # (the Parameter's identity: gate_score hands out a fresh detached view at every call)
-            key = {id(m): (id(p), p._version, sparsity)
-                   for m, h in members for p in [h.field(m, h.fields[0])]}
-        cached = self._selection
-        if cached is None or any(cached[0].get(k) != v for k, v in key.items()):
-            cached = self._selection = (key, *_select(members, scores, sparsity))
-        return cached[1][id(module)], cached[2]
-
-
-def _select(members: list[tuple[nn.Module, Any]], scores: list[Tensor],
-            sparsity: float) -> tuple[dict[int, Tensor], float]:
-    """``{id(module): mask at the gate shape}`` keeping the top ``1 - sparsity`` of all ``scores``
-    together (exactly, one gate per weight; counted in weights with one gate per group of weights,
-    ``granularity=``, where it keeps the fewest whole groups that reach ``1 - sparsity``), and the
-    lowest score kept."""
-    flat = torch.cat([s.reshape(-1).to(scores[0].device) for s in scores])
-    sizes = [h.weights_per_gate() for _, h in members]
-    if all(size == 1 for size in sizes):
-        keep = top_k_mask(flat, keep_count(flat.numel(), sparsity))
-    else:
-        per_gate = torch.cat([torch.full((s.numel(),), size, dtype=torch.float64)
-                              for s, size in zip(scores, sizes)])
-        keep = top_groups(flat, per_gate, sparsity).to(flat.device)
-    start, masks = 0, {}
-    for (m, _), s in zip(members, scores):
-        masks[id(m)] = keep[start:start + s.numel()].view(s.shape).to(s.device)
-        start += s.numel()
-    cut = float(flat[keep].min()) if bool(keep.any()) else float(flat.max())
-    return masks, cut
 
 
 class GateMethod(LearnedMaskMethod):
@@ -205,32 +103,40 @@ class GateMethod(LearnedMaskMethod):
         return [{"_target": self.sparsity_target} for _ in targets]
 
     # ------------------------------------------------------------------ target state
-    def init_target_state(self, module: nn.Module, orig: Tensor) -> None:
-        """Register the ``<tensor>_step`` counter and join the target's members, when a target is set."""
-        if self.sparsity_target is not None:
-            # [steps taken, first step of the training selection held in the mask buffer (-1: none),
-            #  that selection's cut]; float64 counts steps exactly up to 2**53
-            state = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64, device=orig.device)
-            module.register_buffer(f"{self._tensor_name}_step", state)
-            self.sparsity_target.members.append((module, self))
+    def clock(self) -> SparsityTarget | None:
+        return self.sparsity_target
 
-    def _step_state(self, module: nn.Module) -> Tensor:
-        return module._buffers[f"{self._tensor_name}_step"]
+    def init_target_state(self, module: nn.Module, orig: Tensor) -> None:
+        """Register the target's buffers on ``module`` and join the target's members, when a target is set.
+
+        ``<tensor>_step`` (float64: [steps taken, first step of the training selection or -1, its cut])
+        is the checkpoint record of the schedule; ``<tensor>_window`` holds the training selection.
+        """
+        target = self.sparsity_target
+        if target is None:
+            return
+        name = self._tensor_name
+        module.register_buffer(f"{name}_step", torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64,
+                                                            device=orig.device))
+        module.register_buffer(f"{name}_window", torch.ones(self.gate_shape(orig), dtype=torch.bool,
+                                                            device=orig.device))
+        module.register_state_dict_pre_hook(_SaveSchedule(self))
+        module.register_load_state_dict_pre_hook(_LoadSchedule(self))
+        target.members.append((module, self))
+        target.window, target.ticket_fresh = None, False   # a new member: both selections are redone
 
     def steps_taken(self, module: nn.Module) -> int:
-        """Training steps counted by the sparsity target so far (0 without a target)."""
-        if self.sparsity_target is None:
-            return 0
-        return int(self._step_state(module)[0])
+        """Optimizer steps counted by the sparsity target so far (0 without a target)."""
+        return 0 if self.sparsity_target is None else self.sparsity_target.step
 
     def target_problem(self, module: nn.Module) -> str | None:
         """Why this sparsity target's ticket is not what training made, if it is not (for a warning)."""
         target = self.sparsity_target
         steps = self.steps_taken(module)
         if steps == 0:
-            return ("the sparsity target's schedule never advanced: torch_slt.penalty(model) was not called "
-                    "in training mode, so the gates were never trained towards the target; add it to the "
-                    "loss once per optimiser step")
+            return ("the sparsity target's schedule never advanced: no torch.optim optimizer stepped the "
+                    "gates, so they were never trained towards the target; hand "
+                    "torch_slt.mask_parameters(model) to the optimizer and call opt.step() in training")
         if steps < target.ramp_steps:
             given = "" if target.total_steps is not None else " (the default without total_steps)"
             return (f"training stopped at step {steps} of the sparsity target's {target.ramp_steps}-step "
@@ -257,9 +163,13 @@ class GateMethod(LearnedMaskMethod):
     def hard_mask(self, module: nn.Module) -> Tensor:
         """The ticket's mask: the threshold rule, or with a sparsity target the exact top 1 - s gates of
         the whole ``apply`` call by :meth:`gate_score` (at the weight's shape)."""
-        if self.sparsity_target is None:
+        target = self.sparsity_target
+        if target is None:
             return self.per_weight(self.threshold_mask(module))
-        return self.per_weight(self.sparsity_target.mask(module, self, self.sparsity_target.sparsity))
+        if f"{self._tensor_name}_mask" not in module._buffers:
+            # inside apply, while the members join: a placeholder until the first forward or report
+            return self.per_weight(self.threshold_mask(module))
+        return self.per_weight(target.ticket_mask(module, self))
 
     def per_weight(self, per_gate: Tensor) -> Tensor:
         """A per-gate tensor at the weight's shape (the identity: one gate per weight; see ``Grouped``)."""
@@ -272,40 +182,80 @@ class GateMethod(LearnedMaskMethod):
         target = self.sparsity_target
         if target is None:
             return self.hard_mask(module)
-        state = self._step_state(module)
         if not module.training:
-            state[1] = -1  # the buffer now holds the ticket's selection, not a training one
-            return self.hard_mask(module)
-        # A training selection is made at the first step of each window of REFRESH_STEPS steps (at
-        # the schedule's sparsity of that step) and kept in the mask buffer for the window, so a run
-        # resumed from a state_dict mid-window uses the very same selection.
-        window = int(state[0]) // REFRESH_STEPS * REFRESH_STEPS
-        buffer = module._buffers.get(f"{self._tensor_name}_mask")
-        if int(state[1]) == window and buffer is not None:
-            return buffer
-        mask, cut = target.select(module, self, target.sparsity_at(window), window=window)
-        state[1], state[2] = window, cut
-        return self.per_weight(mask)
+            return self.per_weight(target.ticket_mask(module, self, in_forward=True))
+        # The training selection of the current window, made in the optimizer hook for all members
+        # (here only before the first optimizer step, or after a load that held none).
+        if target.window is None:
+            target.refresh_training_selection()
+        return self.per_weight(module._buffers[f"{self._tensor_name}_window"])
 
     def relaxed_weight(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
         if self.sparsity_target is None:
-            return self.gated_weight(module, orig, None, 0.0)
+            return self.gated_weight(module, orig, None, None)
         # With a target the forward keeps the selected gates only (``mask``); every gate still gets its
         # gradient (straight-through), so gates can swap in and out of the selection. When the penalty
         # has pushed the selection's cut below the paper's threshold, the gates are sampled from scores
         # shifted up by the difference, so that a selected gate is on with probability > 0.5 (as
-        # mu > 0 is for the paper's rule): the training forward then matches the ticket.
-        shift = min(0.0, float(self._step_state(module)[2]) - self.score_threshold)
+        # mu > 0 is for the paper's rule): the training forward then matches the ticket. The cut stays
+        # on the device (no read back).
+        cut = module._buffers[f"{self._tensor_name}_step"][2]
+        shift = torch.clamp(cut - self.score_threshold, max=0.0).to(orig.dtype if orig.is_floating_point()
+                                                                     else torch.float32)
         return self.gated_weight(module, orig, mask, shift)
 
     #: The score at which ``P(z != 0) = threshold`` (``mu = 0`` for stg); set by the subclass.
     score_threshold: float = 0.0
 
-    def gated_weight(self, module: nn.Module, orig: Tensor, keep: Tensor | None, shift: float) -> Tensor:
-        """The train-mode weight ``orig * z`` with gates sampled from ``score - shift`` (times ``keep``
-        in the forward only, when given)."""
+    def gated_weight(self, module: nn.Module, orig: Tensor, keep: Tensor | None,
+                     shift: Tensor | None) -> Tensor:
+        """The train-mode weight ``orig * z`` with gates sampled from ``score - shift`` (a device
+        scalar, or None for no shift), times ``keep`` in the forward only, when given."""
         raise NotImplementedError
 
     def _undo(self, module: nn.Module, orig: nn.Parameter, drop_pre_hook: bool = True) -> None:
         super()._undo(module, orig, drop_pre_hook)
         module._buffers.pop(f"{self._tensor_name}_step", None)
+        module._buffers.pop(f"{self._tensor_name}_window", None)
+
+
+class _SaveSchedule:
+    """``state_dict`` pre-hook: write the host step count into the ``<tensor>_step`` record."""
+
+    def __init__(self, owner: GateMethod) -> None:
+        self.owner = owner          # the gating method; its _undo removes this hook
+
+    def __call__(self, module: nn.Module, prefix: str, keep_vars: bool) -> None:
+        target = self.owner.sparsity_target
+        state = module._buffers[f"{self.owner._tensor_name}_step"]
+        with torch.no_grad():
+            state[0].fill_(target.step)
+            state[1].fill_(-1 if target.window is None else target.window)
+
+
+class _LoadSchedule:
+    """``load_state_dict`` pre-hook: restore the host step count (and window) from the record."""
+
+    def __init__(self, owner: GateMethod) -> None:
+        self.owner = owner
+
+    def __call__(self, module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+        name = self.owner._tensor_name
+        record = state_dict.get(f"{prefix}{name}_step")
+        if record is None or tuple(record.shape) != (3,):
+            return  # torch reports the missing or mismatched key itself
+        step, window = (int(v) for v in record[:2].tolist())   # at load time, not in training
+        target = self.owner.sparsity_target
+        target.step = step
+        target.window = window if window >= 0 else None
+        target.ticket_fresh = False
+        window_key, mask_key = f"{prefix}{name}_window", f"{prefix}{name}_mask"
+        if window_key not in state_dict and mask_key in state_dict:
+            # A checkpoint of torch_slt <= 0.2 kept the training selection in the mask buffer.
+            gate = module._buffers[f"{name}_window"]
+            saved = state_dict[mask_key]
+            if window >= 0 and self.owner.weights_per_gate() == 1 and saved.numel() == gate.numel():
+                state_dict[window_key] = saved.reshape(gate.shape)
+            else:
+                state_dict[window_key] = gate.clone()
+                target.window = None

@@ -155,10 +155,6 @@ def to_device(obj: Any, device: torch.device) -> Any:
     return obj
 
 
-def input_shape_of(inputs: Any) -> tuple[int, ...] | None:
-    return tuple(inputs.shape) if isinstance(inputs, Tensor) else None
-
-
 def _describe(obj: Any) -> str:
     if isinstance(obj, Tensor):
         return f"a tensor of shape {tuple(obj.shape)}"

@@ -10,7 +10,8 @@ the start). In train mode the weight is :math:`w \cdot \sigma(\beta s) / \sigma(
 scaling: the soft mask starts at 1 when :math:`s = s_0`), and :func:`torch_slt.penalty` adds
 :math:`\lambda \sum \sigma(\beta s) / \sigma(s_0) / N`, the L1 norm of the soft mask per gated weight.
 The temperature :math:`\beta` (``weight_beta``, a buffer) starts at 1 and grows geometrically to
-``final_temp`` (200) over ``total_steps`` training forwards, as the reference multiplies it by
+``final_temp`` (200) over ``total_steps`` optimizer steps on the scores (:mod:`torch_slt.core.schedule`:
+extra forwards and ``penalty()`` calls do not move it), as the reference multiplies it by
 ``final_temp ** (1 / (epochs - 1))`` every epoch: the sigmoid becomes a step and the soft mask binary.
 The hard mask is :math:`s > 0`; :func:`to_ticket` ends the search (training then uses the hard mask
 too, for the rewound retraining). Between rounds, :func:`next_round` sets :math:`s \leftarrow
@@ -32,7 +33,7 @@ Example:
     >>> x, y = torch.randn(4, 8), torch.tensor([0, 1, 2, 0])
     >>> loss = torch.nn.functional.cross_entropy(model(x), y) + torch_slt.penalty(model)
     >>> loss.backward(); opt.step()
-    >>> round(temperature(model), 4)    # 200 ** (1 / 99) after one training forward
+    >>> round(temperature(model), 4)    # 200 ** (1 / 99) after one optimizer step
     1.055
 """
 
@@ -43,9 +44,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-from torch_slt.core.base import LearnedMaskMethod, in_functorch_transform
-from torch_slt.core.errors import NotGatedError, UnsupportedModelError
+from torch_slt.core.base import LearnedMaskMethod
+from torch_slt.core.errors import NotGatedError
 from torch_slt.core.registry import register_method
+from torch_slt.core.schedule import register_clock, unregister_clock
 from torch_slt.core.validation import check_finite, check_nonnegative, check_optional_positive_int
 
 #: Below this initial logit float32's sigmoid underflows (to a subnormal near -87, to 0 near -104).
@@ -60,7 +62,7 @@ class ContinuousSparsification(LearnedMaskMethod):
         lam: multiplier of the L1 penalty on the soft mask (its mean over the gated weights); 0 disables.
         mask_init: ``s0``, the initial logit of every weight (0 as the paper; below 0 prunes more).
         final_temp: the temperature reached at the end of a round (200).
-        total_steps: training forwards of one round; beta grows from 1 to ``final_temp`` over them.
+        total_steps: optimizer steps of one round; beta grows from 1 to ``final_temp`` over them.
             ``None``: beta stays where it is (set it with :func:`set_temperature`).
         ticket: the search is over: train and eval forwards both use the hard mask ``s > 0`` and there is
             no penalty (the reference's ``model.ticket = True``); set by :func:`to_ticket`.
@@ -98,11 +100,39 @@ class ContinuousSparsification(LearnedMaskMethod):
         module.register_parameter(f"{name}_scores", nn.Parameter(scores))
         module.register_buffer(f"{name}_beta", torch.ones((), dtype=torch.float32, device=orig.device))
         module.register_buffer(f"{name}_step", torch.zeros((), dtype=torch.int64, device=orig.device))
+        # This gate is its own clock: each optimizer step on its scores anneals beta once.
+        self._module = module
+        register_clock(self)
+
+    def clock(self) -> ContinuousSparsification:
+        return self
+
+    def __setstate__(self, state: dict) -> None:  # deepcopy / unpickle: a new clock to drive
+        self.__dict__.update(state)
+        if "_module" in state:
+            register_clock(self)
+
+    def gate_parameters(self) -> list[Tensor]:
+        scores = self._module._parameters.get(f"{self._tensor_name}_scores")
+        return [] if scores is None else [scores]
+
+    @property
+    def step(self) -> Tensor:
+        """Optimizer steps of this round (a device counter: beta is updated on the device)."""
+        return self._module._buffers[self._tensor_name + "_step"]
+
+    def on_optimizer_step(self) -> None:
+        if self.total_steps is not None and not self.ticket and self.is_gated(self._module):
+            self._advance(self._module)
+
+    def is_gated(self, module: nn.Module) -> bool:
+        return f"{self._tensor_name}_scores" in module._parameters
 
     def _undo(self, module: nn.Module, orig: nn.Parameter, drop_pre_hook: bool = True) -> None:
         for suffix in ("_beta", "_step"):
             module._buffers.pop(self._tensor_name + suffix, None)
         super()._undo(module, orig, drop_pre_hook)
+        unregister_clock(self)
 
     def beta(self, module: nn.Module) -> Tensor:
         return module._buffers[self._tensor_name + "_beta"]
@@ -119,18 +149,10 @@ class ContinuousSparsification(LearnedMaskMethod):
     def relaxed_weight(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
         if self.ticket:  # retraining the ticket: the weights see the hard mask, the scores are fixed
             return orig * mask
-        if self.total_steps is not None and torch.is_grad_enabled():
-            if in_functorch_transform(mask):
-                raise UnsupportedModelError(
-                    "cs: with total_steps set, each training forward advances the temperature in place "
-                    "(the <tensor>_step and _beta buffers), which a torch.func transform may not do. Inside "
-                    "grad/vmap over functional_call, apply cs with total_steps=None and set beta yourself "
-                    "with torch_slt.methods.cs.set_temperature(model, beta) between steps.")
-            self._advance(module)
         return orig * self.soft_mask(module).to(orig.dtype)
 
     def _advance(self, module: nn.Module) -> None:
-        """One training forward: beta = final_temp ** (step / (total_steps - 1)), capped at final_temp."""
+        """One optimizer step: beta = final_temp ** (step / (total_steps - 1)), capped at final_temp."""
         step = module._buffers[self._tensor_name + "_step"]
         with torch.no_grad():
             step += 1

@@ -41,30 +41,14 @@ from torch_slt.core.validation import check_choice, check_sparsity, sparsity_or_
 from torch_slt.core.base import LearnedMaskMethod
 from torch_slt.core.registry import register_method
 from torch_slt.core.targets import target_tensor
-from torch_slt.core.selection import _HISTOGRAM_MIN, keep_count, top_k_mask
+from torch_slt.core.schedule import register_clock
+from torch_slt.core.selection import keep_count, top_k_mask
 
 
 def keep_top_abs(scores: Tensor, k: int) -> Tensor:
-    """Boolean mask (shape of ``scores``) keeping exactly ``k`` entries of largest ``|scores|``.
-
-    A ``topk`` on the smaller side (the ``k`` kept or the ``n - k`` dropped), never a full sort; large
-    tensors use :func:`torch_slt.core.selection.top_k_mask` (a histogram, then a ``topk`` in one bin), about
-    3x faster than ``topk`` on a CPU.
-    """
-    flat = scores.detach().abs().reshape(-1)
-    n = flat.numel()
-    if k >= n:
-        return torch.ones_like(scores, dtype=torch.bool)
-    if n >= _HISTOGRAM_MIN:
-        return top_k_mask(flat, k).view(scores.shape)
-    if k <= n - k:
-        keep = torch.zeros(n, dtype=torch.bool, device=flat.device)
-        if k > 0:
-            keep[torch.topk(flat, k, sorted=False).indices] = True
-    else:
-        keep = torch.ones(n, dtype=torch.bool, device=flat.device)
-        keep[torch.topk(flat, n - k, largest=False, sorted=False).indices] = False
-    return keep.view(scores.shape)
+    """Boolean mask (shape of ``scores``) keeping exactly ``k`` entries of largest ``|scores|``
+    (:func:`torch_slt.core.selection.top_k_mask`: a ``topk``, never a full sort, no host read)."""
+    return top_k_mask(scores.detach().abs().reshape(-1), k).view(scores.shape)
 
 
 class _StraightThroughMask(torch.autograd.Function):
@@ -90,8 +74,11 @@ class GlobalSelection:
     """The top-k over every tensor gated by one ``apply(..., scope="global")`` call.
 
     Shared by the hooks of that call. It keeps the gated modules (not their Parameters, which
-    ``load_state_dict(assign=True)`` or ``.to()`` may replace) and caches the masks until a score tensor
-    changes (tracked by its version counter and storage), so one selection serves all layers per step.
+    ``load_state_dict(assign=True)`` or ``.to()`` may replace) and writes one selection for all of
+    them (cached), so one selection serves all layers per step. The
+    selection is redone when the scores moved: after every optimizer step on them (the clock of
+    :mod:`torch_slt.core.schedule`) and, in eager mode, when a score tensor's version counter changed
+    (an edit by hand). No ``data_ptr()`` and no host read: a compiled forward traces it whole.
     """
 
     def __init__(self, sparsity: float, tensor_name: str = "weight") -> None:
@@ -100,12 +87,18 @@ class GlobalSelection:
         self.keys: list[str] = []             # per module: "<tensor>_scores" (targets may differ)
         self.modules: list[nn.Module] = []
         self.last_scores: list[Tensor] = []   # scores made at plan time / last seen on each module
-        self._cache_key: tuple | None = None
-        self._masks: list[Tensor] = []
+        self.step = 0
+        self.fresh = False
+        self._versions: tuple | None = None
+        register_clock(self)
 
     def __getstate__(self) -> dict:
-        # The cache is derived state: recomputed after unpickling/deepcopy (new storages anyway).
-        return {**self.__dict__, "_cache_key": None, "_masks": []}
+        # The cache is derived state: recomputed after unpickling/deepcopy.
+        return {**self.__dict__, "fresh": False, "_versions": None, "_masks": []}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        register_clock(self)
 
     def _scores(self) -> list[Tensor]:
         for i, module in enumerate(self.modules):
@@ -114,17 +107,34 @@ class GlobalSelection:
                 self.last_scores[i] = current
         return self.last_scores
 
+    def gate_parameters(self) -> list[Tensor]:
+        return self._scores()
+
+    def on_optimizer_step(self) -> None:
+        self.step += 1
+        self.fresh = False
+
     def masks(self) -> list[Tensor]:
+        """Every member's mask of the current scores."""
         scores = self._scores()
-        key = tuple((s._version, s.data_ptr(), s.device) for s in scores)
-        if key != self._cache_key:
+        if not self._current(scores):
             device = scores[0].device
             flat = torch.cat([s.detach().reshape(-1).to(device) for s in scores])
             keep = keep_top_abs(flat, keep_count(flat.numel(), self.sparsity))
-            parts = keep.split([s.numel() for s in scores])
-            self._masks = [m.view(s.shape).to(s.device) for m, s in zip(parts, scores)]
-            self._cache_key = key
+            self._masks = [m.view(s.shape).to(s.device)
+                           for m, s in zip(keep.split([s.numel() for s in scores]), scores)]
+            self.fresh = True
+            if not torch.compiler.is_compiling():
+                self._versions = tuple((id(s), s._version) for s in scores)
         return self._masks
+
+    def _current(self, scores: list[Tensor]) -> bool:
+        if not self.fresh or len(getattr(self, "_masks", ())) != len(scores):
+            return False
+        if torch.compiler.is_compiling():
+            return True   # version counters cannot be read there; optimizer steps clear the flag
+        return (self._versions == tuple((id(s), s._version) for s in scores)
+                and all(m.device == s.device for m, s in zip(self._masks, scores)))
 
 
 @register_method("edgepopup")
@@ -182,6 +192,9 @@ class EdgePopup(LearnedMaskMethod):
         else:
             scores = self.init_scores(orig)
         module.register_parameter(key, scores)
+
+    def clock(self) -> GlobalSelection | None:
+        return None if self._slot is None else self._slot[0]
 
     def hard_mask(self, module: nn.Module) -> Tensor:
         if self._slot is not None:

@@ -49,7 +49,8 @@ from torch import Tensor, nn
 
 from torch_slt.core.validation import check_probability
 from torch_slt.core.granularity import GroupLayout
-from torch_slt.methods._gates import DEFAULT_RAMP, GateMethod, SparsityTarget
+from torch_slt.methods._gates import GateMethod
+from torch_slt.methods._target import DEFAULT_RAMP, SparsityTarget
 from torch_slt.methods._groups import Grouped
 from torch_slt.core.registry import register_method
 
@@ -71,10 +72,10 @@ class _HardConcreteGate(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight: Tensor, log_alpha: Tensor, keep: Tensor | None, shift: float) -> Tensor:
+    def forward(ctx, weight: Tensor, log_alpha: Tensor, keep: Tensor | None, shift: Tensor | None) -> Tensor:
         z = torch.rand_like(log_alpha).mul_(1 - 2 * EPS).add_(EPS)     # u ~ U(eps, 1 - eps)
         z.logit_().add_(log_alpha)
-        if shift:  # a sparsity target's shift (see GateMethod.relaxed_weight)
+        if shift is not None:  # a sparsity target's shift, a device scalar (GateMethod.relaxed_weight)
             z.sub_(shift)
         z.div_(BETA).sigmoid_()                                       # s
         z.mul_(ZETA - GAMMA).add_(GAMMA).clamp_(0, 1)                 # stretch, then clamp
@@ -148,7 +149,8 @@ class HardConcrete(Grouped, GateMethod):
         module.register_parameter(f"{self._tensor_name}_log_alpha", nn.Parameter(log_alpha))
         self.init_target_state(module, orig)
 
-    def gated_weight(self, module: nn.Module, orig: Tensor, keep: Tensor | None, shift: float) -> Tensor:
+    def gated_weight(self, module: nn.Module, orig: Tensor, keep: Tensor | None,
+                     shift: Tensor | None) -> Tensor:
         layout = self.layout(orig)
         keep = None if keep is None else layout.view(keep)
         weight = _HardConcreteGate.apply(layout.view(orig), self.field(module, "log_alpha"), keep, shift)

@@ -35,7 +35,8 @@ from torch import Tensor, nn
 
 from torch_slt.core.validation import check_positive
 from torch_slt.core.granularity import GroupLayout
-from torch_slt.methods._gates import DEFAULT_RAMP, GateMethod, SparsityTarget
+from torch_slt.methods._gates import GateMethod
+from torch_slt.methods._target import DEFAULT_RAMP, SparsityTarget
 from torch_slt.methods._groups import Grouped
 from torch_slt.core.registry import register_method
 
@@ -55,17 +56,17 @@ class _GaussianGate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: Tensor, mu: Tensor, sigma: float, keep: Tensor | None,
-                shift: float) -> tuple[Tensor, Tensor]:
+                shift: Tensor | None) -> tuple[Tensor, Tensor]:
         ctx.set_materialize_grads(False)
         gate = torch.randn_like(mu)
         torch.add(mu, gate, alpha=sigma, out=gate)   # mu + sigma * noise in one pass, in place
-        if shift:
+        if shift is not None:   # a sparsity target's shift, a device scalar (GateMethod.relaxed_weight)
             gate.sub_(shift)
         inside = gate > 0
         inside &= gate < 1
         gate.clamp_(0, 1)
         if ctx.needs_input_grad[1]:
-            kept = _phi(mu - shift if shift else mu, sigma).sum(dtype=torch.promote_types(mu.dtype,
+            kept = _phi(mu if shift is None else mu - shift, sigma).sum(dtype=torch.promote_types(mu.dtype,
                                                                                           torch.float32))
         else:
             kept = torch.zeros((), dtype=torch.promote_types(mu.dtype, torch.float32), device=mu.device)
@@ -73,13 +74,13 @@ class _GaussianGate(torch.autograd.Function):
             # A sparsity target's selection: the forward (and the weight's gradient) keep the selected
             # gates only; the gradient to mu ignores it (``inside``: straight-through).
             gate = gate.mul_(keep) if gate.shape == keep.shape else gate * keep
-        ctx.save_for_backward(weight, mu, inside, gate if ctx.needs_input_grad[0] else None)
-        ctx.sigma, ctx.shift = sigma, shift
+        ctx.save_for_backward(weight, mu, inside, gate if ctx.needs_input_grad[0] else None, shift)
+        ctx.sigma = sigma
         return weight * gate.to(weight.dtype), kept
 
     @staticmethod
     def backward(ctx, grad_out: Tensor | None, grad_kept: Tensor | None):
-        weight, mu, inside, gate = ctx.saved_tensors
+        weight, mu, inside, gate, shift = ctx.saved_tensors
         grad_weight = grad_mu = None
         if ctx.needs_input_grad[0] and grad_out is not None:
             grad_weight = grad_out * gate.to(grad_out.dtype)
@@ -90,7 +91,7 @@ class _GaussianGate(torch.autograd.Function):
                 if grad_mu.shape != mu.shape:   # one gate per group (granularity=): sum over the group
                     grad_mu = grad_mu.sum_to_size(mu.shape)
             if grad_kept is not None:
-                density = _density(mu - ctx.shift if ctx.shift else mu, ctx.sigma)
+                density = _density(mu if shift is None else mu - shift, ctx.sigma)
                 grad_mu = density.mul_(grad_kept) if grad_mu is None else grad_mu.addcmul_(density, grad_kept)
         return grad_weight, grad_mu, None, None, None
 
@@ -188,28 +189,33 @@ class StochasticGates(Grouped, GateMethod):
         module.register_parameter(f"{self._tensor_name}_mu", nn.Parameter(mu))
         self.init_target_state(module, orig)
 
-    def gated_weight(self, module: nn.Module, orig: Tensor, keep: Tensor | None, shift: float) -> Tensor:
+    def gated_weight(self, module: nn.Module, orig: Tensor, keep: Tensor | None,
+                     shift: Tensor | None) -> Tensor:
         mu = self.field(module, "mu")
         layout = self.layout(orig)
         keep = None if keep is None else layout.view(keep)
         weight, kept = _GaussianGate.apply(layout.view(orig), mu, self.sigma, keep, shift)
         weight = weight.reshape(orig.shape)
         if kept.requires_grad:
-            # This forward's penalty term, for expected_kept (see _GaussianGate).
-            self._pending_kept = (kept, mu, mu._version)
+            # This forward's penalty term, for expected_kept (see _GaussianGate). The version counter
+            # cannot be read under torch.compile without a graph break; there the graph's liveness
+            # alone tells whether the term is still usable.
+            version = None if torch.compiler.is_compiling() else mu._version
+            self._pending_kept = (kept, mu, version)
         return weight
 
     def expected_kept(self, module: nn.Module) -> tuple[Tensor, int]:
         """The term the last train-mode forward computed with the gates, if still usable, else fresh.
 
         Usable: ``mu`` is the same tensor, unchanged since that forward, and that forward's backward
-        has not run yet. Each term is handed out once.
+        has not run yet. The term stays available until the next forward replaces it, so a second
+        ``penalty()`` call (for logging) returns the same value and changes nothing.
         """
         mu = self.field(module, "mu")
-        pending = self.__dict__.pop("_pending_kept", None)
+        pending = self.__dict__.get("_pending_kept")
         if pending is not None and torch.is_grad_enabled():
             kept, mu_then, version = pending
-            if mu_then is mu and version == mu._version and _graph_alive(kept):
+            if mu_then is mu and version in (None, mu._version) and _graph_alive(kept):
                 size = self.weights_per_gate()   # the penalty counts weights, not gates
                 return (kept, mu.numel()) if size == 1 else (kept * size, mu.numel() * size)
         return super().expected_kept(module)

@@ -116,7 +116,3 @@ class Supermask(LearnedMaskMethod):
             scores = self.field(module, "scores")
             orig = getattr(module, self._tensor_name + "_orig")
             return orig * (torch.rand_like(scores) < torch.sigmoid(scores))
-
-    def sampled_sparsity(self, module: nn.Module) -> float:
-        """Expected fraction of this tensor's weights a sampled mask removes: ``1 - mean(sigmoid(s))``."""
-        return 1.0 - torch.sigmoid(self.field(module, "scores").detach()).mean().item()

@@ -24,9 +24,9 @@ Example:
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     >>> net = torch_slt.apply(net, "magnitude", sparsity=0.5, granularity="neuron")
     >>> net = torch_slt.finalize(net)
-    >>> small, rep = torch_slt.compact(net, torch.randn(2, 4))
-    >>> small[0].out_features < 8
-    True
+    >>> small = torch_slt.compact(net, torch.randn(2, 4), return_report=False)
+    >>> small[0].out_features < 8, small.compact_report.params_after < small.compact_report.params_before
+    (True, True)
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from torch_slt.core.api import is_gated
 from torch_slt.core.errors import SLTError
 from torch_slt.core.granularity import attention_heads
+from torch_slt.structured._returns import check_return_report, returned
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _PER_CHANNEL_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -82,7 +83,7 @@ class CompactReport:
 
 
 def compact(model: nn.Module, example_inputs: Any, *, ignored_layers: list[nn.Module] | None = None,
-            atol: float = 1e-5) -> tuple[nn.Module, CompactReport]:
+            atol: float = 1e-5, return_report: bool | None = None) -> nn.Module:
     """A smaller copy of a finalized ``model`` without the units its structured ticket closed.
 
     Args:
@@ -92,16 +93,19 @@ def compact(model: nn.Module, example_inputs: Any, *, ignored_layers: list[nn.Mo
             them *and* closed by the ticket.
         ignored_layers: modules whose output units must not be removed.
         atol: tolerance for "constant" and for the final output check.
+        return_report: ``False`` returns the compact model; ``True`` the pair ``(model, report)``; left
+            out, the pair with a ``FutureWarning`` (the 0.1 shape, kept for one release).
 
     Returns:
-        ``(compact model, CompactReport)``; the compact model is a standard ``nn.Module`` (same classes,
-        fewer units) whose outputs equal the finalized model's.
+        The compact model, a standard ``nn.Module`` (same classes, fewer units) whose outputs equal the
+        finalized model's; its :class:`CompactReport` is ``small.compact_report``.
 
     Raises:
         CompactError: ``model`` is still gated, or the outputs changed (a bug: please report it).
     """
     import torch_pruning as tp
 
+    check_return_report(return_report, "compact()")
     if is_gated(model):
         raise CompactError("compact(): the model still carries gates; call torch_slt.finalize(model) "
                            "first (compact removes what the finalized ticket zeroed)")
@@ -146,7 +150,7 @@ def compact(model: nn.Module, example_inputs: Any, *, ignored_layers: list[nn.Mo
         raise CompactError(f"compact(): outputs changed by {report.max_abs_diff:.3g}; this is a bug")
     macs_after, params_after = tp.utils.count_ops_and_params(small, example_inputs)
     report.params_after, report.macs_after = int(params_after), float(macs_after)
-    return small, report
+    return returned(small, report, "compact_report", return_report, "compact()")
 
 
 def _counterpart(original: nn.Module, copied: nn.Module, module: nn.Module) -> nn.Module:

@@ -15,8 +15,8 @@ Example:
     >>> import torch, torch_slt
     >>> net = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 4))
     >>> net = torch_slt.finalize(torch_slt.apply(net, "magnitude", sparsity=0.97, targets="0"))
-    >>> net, rep = torch_slt.to_sparse(net, min_sparsity=0.9, check_speed=False)
-    >>> type(net[0]).__name__, rep.converted
+    >>> net = torch_slt.to_sparse(net, min_sparsity=0.9, check_speed=False, return_report=False)
+    >>> type(net[0]).__name__, net.sparse_export_report.converted
     ('SparseLinear', ['0'])
 """
 
@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from torch_slt.core.api import is_gated
 from torch_slt.core.errors import SLTError
+from torch_slt.structured._returns import check_return_report, returned
 
 
 class SparseExportError(SLTError, ValueError):
@@ -92,9 +93,10 @@ class SparseExportReport:
 
 
 def to_sparse(model: nn.Module, min_sparsity: float = 0.9, *, batch_size: int = 1,
-              check_speed: bool = True, repeats: int = 5) -> tuple[nn.Module, SparseExportReport]:
+              check_speed: bool = True, repeats: int = 5, return_report: bool | None = None) -> nn.Module:
     """Replace, in place, the finalized ``nn.Linear`` layers at least ``min_sparsity`` sparse by
-    :class:`SparseLinear` where that is faster; return ``(model, report)``.
+    :class:`SparseLinear` where that is faster; return ``model`` (its :class:`SparseExportReport` is
+    ``model.sparse_export_report``).
 
     Args:
         model: a finalized model (no gates).
@@ -103,7 +105,10 @@ def to_sparse(model: nn.Module, min_sparsity: float = 0.9, *, batch_size: int = 
         check_speed: time dense and CSR forms and keep the faster (default); ``False`` converts every
             candidate.
         repeats: timed calls per form (the median is used).
+        return_report: ``False`` returns the model; ``True`` the pair ``(model, report)``; left out, the
+            pair with a ``FutureWarning`` (the 0.1 shape, kept for one release).
     """
+    check_return_report(return_report, "to_sparse()")
     if is_gated(model):
         raise SparseExportError("to_sparse(): the model still carries gates; call torch_slt.finalize first")
     if not 0.0 <= float(min_sparsity) < 1.0:
@@ -131,7 +136,7 @@ def to_sparse(model: nn.Module, min_sparsity: float = 0.9, *, batch_size: int = 
             if faster:
                 setattr(parent, child_name, candidate)
             report.layers.append(LayerDecision(name, sparsity, dense_ms, sparse_ms, faster))
-    return model, report
+    return returned(model, report, "sparse_export_report", return_report, "to_sparse()")
 
 
 def _median_ms(module: nn.Module, x: Tensor, repeats: int) -> float:

@@ -85,13 +85,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _finish(prep: Prepared, result: Any, out: Path, t_start: float) -> dict[str, Any]:
     """Finalize, evaluate (the test split once), and write every output; report.json last."""
-    from torch_slt.experiment.train import evaluate
+    from torch_slt.experiment.train import accuracy
 
     model, s = prep.model, prep.settings
     if torch_slt.is_gated(model):
         torch_slt.finalize(model)
-    val_acc = evaluate(model, prep.splits.val)
-    test_acc = evaluate(model, prep.splits.test)
+    val_acc = accuracy(model, prep.splits.val)
+    test_acc = accuracy(model, prep.splits.test)
     sparsity = torch_slt.report(model)
     with output.staged(out, last="report.json") as staging:
         model_cpu = model.to("cpu")
@@ -100,7 +100,7 @@ def _finish(prep: Prepared, result: Any, out: Path, t_start: float) -> dict[str,
             if s.training.train_weights or torch_slt.get_method(s.method).trains_weights:
                 # a weak ticket: trained values are stored, as expected
                 warnings.filterwarnings("ignore", message=r"save_ticket\(\): none of the model's weights")
-            torch_slt.save_ticket(staging / "ticket.slt.safetensors", model_cpu, prep.spec,
+            torch_slt.save_ticket(model_cpu, staging / "ticket.slt.safetensors", prep.spec,
                                   metadata={"method": s.method, "test_accuracy": test_acc})
         _plot(sparsity, staging, s, test_acc)
         report = _report(prep, result, sparsity, val_acc, test_acc, t_start, staging)
@@ -111,7 +111,7 @@ def _finish(prep: Prepared, result: Any, out: Path, t_start: float) -> dict[str,
 
 def _compact(prep: Prepared, out: Path, quiet: bool) -> None:
     """Compact the finalized ticket (torch_slt.compact) and write the model and its report."""
-    from torch_slt.experiment.train import evaluate
+    from torch_slt.experiment.train import accuracy
     from torch_slt.structured.compaction import recalibrate_batchnorm
 
     try:
@@ -123,8 +123,9 @@ def _compact(prep: Prepared, out: Path, quiet: bool) -> None:
     # Closed channels' BatchNorm statistics -> 0 so that they output exactly 0 (see docs/compact.md).
     recalibrate_batchnorm(model, [train_x[i:i + 256] for i in range(0, min(len(train_x), 2048), 256)])
     model.eval()
-    small, rep = torch_slt.compact(model, train_x[:64])
-    test_acc = evaluate(small, prep.splits.test)
+    small = torch_slt.compact(model, train_x[:64], return_report=False)
+    rep = small.__dict__.pop("compact_report")  # not pickled into compact_model.pt
+    test_acc = accuracy(small, prep.splits.test)
     torch.save(small, out / "compact_model.pt")
     body = {"test_accuracy": test_acc, "params_before": rep.params_before, "params_after": rep.params_after,
             "macs_before": rep.macs_before, "macs_after": rep.macs_after, "removed": rep.removed,

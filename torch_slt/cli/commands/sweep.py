@@ -210,7 +210,7 @@ def _run_one(s: RunSettings, method: str | None, sparsity: float | None, splits:
              tag: str, out: Path, checkpoint: Path | None = None) -> dict[str, Any]:
     """Train, finalize, evaluate and save the ticket of one cell (``method`` None: dense); training
     continues from ``checkpoint`` when it exists and writes it at every epoch."""
-    from torch_slt.experiment.train import evaluate, fit
+    from torch_slt.experiment.train import accuracy, fit
 
     t0 = time.perf_counter()
     prep = prepare(s, method, sparsity, splits)
@@ -226,8 +226,8 @@ def _run_one(s: RunSettings, method: str | None, sparsity: float | None, splits:
         torch_slt.finalize(prep.model)
     rep = torch_slt.report(prep.model)
     row = {"method": name, "target_sparsity": sparsity, "sparsity": rep.sparsity if method else 0.0,
-           "val_accuracy": evaluate(prep.model, splits.val),
-           "test_accuracy": evaluate(prep.model, splits.test),
+           "val_accuracy": accuracy(prep.model, splits.val),
+           "test_accuracy": accuracy(prep.model, splits.test),
            "epochs": prep.train_config.epochs, "kwargs": prep.method_kwargs,
            "wall_time_s": time.perf_counter() - t0}
     # dense too: its ticket is the reference of 'torch-slt evaluate' (mCE, LTH-PASS)
@@ -245,6 +245,6 @@ def _save_ticket(prep: Any, row: dict[str, Any], out: Path, label: str) -> str:
         if prep.settings.training.train_weights or row["method"] == "dense":
             warnings.filterwarnings("ignore", message=r"save_ticket\(\): none of the model's weights")
         meta = {"method": row["method"], "test_accuracy": row["test_accuracy"]}
-        path = torch_slt.save_ticket(tickets / f"{label}.slt.safetensors", prep.model.to("cpu"), prep.spec,
+        path = torch_slt.save_ticket(prep.model.to("cpu"), tickets / f"{label}.slt.safetensors", prep.spec,
                                      metadata=meta)
     return str(Path(path).relative_to(out))

@@ -12,21 +12,23 @@ taken from the reference implementations (see ``docs/cli.md`` for the table and 
 Example:
     >>> import torch, torch_slt
     >>> from torch.utils.data import TensorDataset
-    >>> from torch_slt.experiment.train import TrainConfig, evaluate, fit
+    >>> from torch_slt.experiment.train import TrainConfig, accuracy, fit
     >>> data = TensorDataset(torch.randn(64, 4), torch.randint(0, 2, (64,)))
     >>> model = torch_slt.apply(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(),
     ...                                             torch.nn.Linear(8, 2)), "stg")
     >>> result = fit(model, data, data, TrainConfig(epochs=2, batch_size=16, quiet=True))
     >>> [row["epoch"] for row in result.history]
     [1, 2]
-    >>> 0.0 <= evaluate(model, data) <= 1.0
+    >>> 0.0 <= accuracy(model, data) <= 1.0
     True
 """
 
-from torch_slt.experiment.train.batches import TensorBatches, evaluate, method_of, resolve_device
+# evaluate: the deprecated name of accuracy, importable for one more release.
+from torch_slt.experiment.train.batches import (TensorBatches, accuracy, evaluate,  # noqa: F401
+                                                method_of, resolve_device)
 from torch_slt.experiment.train.config import (METHOD_DEFAULTS, FitResult, MethodDefaults, TrainConfig,
                                                method_defaults)
 from torch_slt.experiment.train.loop import fit
 
-__all__ = ["METHOD_DEFAULTS", "FitResult", "MethodDefaults", "TensorBatches", "TrainConfig", "evaluate",
+__all__ = ["METHOD_DEFAULTS", "FitResult", "MethodDefaults", "TensorBatches", "TrainConfig", "accuracy",
            "fit", "method_defaults", "method_of", "resolve_device"]

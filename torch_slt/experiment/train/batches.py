@@ -112,7 +112,7 @@ def _to(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset | DataLoader | Iterable, *, batch_size: int = 512,
+def accuracy(model: nn.Module, data: Dataset | DataLoader | Iterable, *, batch_size: int = 512,
              device: str | torch.device | None = None) -> float:
     """Top-1 accuracy of ``model`` (in eval mode, so gated models use their hard masks) on ``data``:
     a Dataset of ``(input, label)`` items or an iterable of ``(inputs, labels)`` batches. The model's
@@ -133,9 +133,19 @@ def evaluate(model: nn.Module, data: Dataset | DataLoader | Iterable, *, batch_s
     finally:
         model.train(was_training)
     if total == 0:
-        raise ValueError("evaluate(): the data is empty")
+        raise ValueError("accuracy(): the data is empty")
     if int(bad):
-        warnings.warn(f"evaluate(): the model's outputs for {int(bad)} of {total} inputs hold NaN or infinite "
+        warnings.warn(f"accuracy(): the model's outputs for {int(bad)} of {total} inputs hold NaN or infinite "
                       f"values, so this accuracy ({correct / total:.4f}) describes a broken model; check the "
                       f"parameters with torch.isfinite(p).all() and the inputs", RuntimeWarning, stacklevel=2)
     return correct / total
+
+
+def evaluate(model: nn.Module, data: Dataset | DataLoader | Iterable, *, batch_size: int = 512,
+             device: str | torch.device | None = None) -> float:
+    """Deprecated name of :func:`accuracy` (it returns one float, not :func:`torch_slt.evaluate`'s dict
+    of metrics); goes away in the release after 0.2."""
+    warnings.warn("torch_slt.experiment.train.evaluate() is renamed accuracy() (it returns the top-1 "
+                  "accuracy as a float; torch_slt.evaluate returns a dict of metrics); the old name goes "
+                  "away in the release after 0.2", FutureWarning, stacklevel=2)
+    return accuracy(model, data, batch_size=batch_size, device=device)

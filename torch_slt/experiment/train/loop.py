@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from torch_slt.core.api import gated_tensors, mask_parameters, penalty
-from torch_slt.core.finite import check_finite_gates
-from torch_slt.experiment.train.batches import _loader, _logits, _to, evaluate, method_of, resolve_device
+from torch_slt.core.health import check_finite_gates
+from torch_slt.experiment.train.batches import _loader, _logits, _to, accuracy, method_of, resolve_device
 from torch_slt.experiment.train.checkpoint import (_load_checkpoint, _rng_state, _save_checkpoint,
                                                   _set_rng_state)
 from torch_slt.experiment.train.config import METHOD_DEFAULTS, FitResult, TrainConfig
@@ -25,7 +25,7 @@ def _param_groups(model: nn.Module, cfg: TrainConfig, method: str | None) -> lis
     if method is None:  # dense baseline: every parameter, at the dense lr
         params = [p for p in model.parameters() if p.requires_grad]
         return [{"params": params, "lr": cfg.lr, "weight_decay": cfg.weight_decay}] if params else []
-    gates = mask_parameters(model)
+    gates = list(mask_parameters(model))
     groups = [{"params": gates, "lr": cfg.lr, "weight_decay": cfg.weight_decay}] if gates else []
     if cfg.train_weights or _trains_weights(model):
         gate_ids = {id(p) for p in gates}
@@ -128,7 +128,7 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     if optimizer is None:  # a fixed mask on frozen weights: nothing to train, one evaluation
         if val is not None and not result.history:
             result.history.append({"epoch": 0, "loss": float("nan"), "sparsity": _current_sparsity(model),
-                                   "val_accuracy": evaluate(model, val, device=device), "lr": 0.0})
+                                   "val_accuracy": accuracy(model, val, device=device), "lr": 0.0})
         result.completed = True
         model.eval()
         return result
@@ -145,7 +145,7 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
             if scheduler is not None:
                 scheduler.step()
             row = {"epoch": epoch + 1, "loss": loss, "sparsity": _current_sparsity(model), "lr": lr,
-                   "val_accuracy": evaluate(model, val, device=device) if val is not None else None}
+                   "val_accuracy": accuracy(model, val, device=device) if val is not None else None}
             result.history.append(row)
             result.wall_time += time.perf_counter() - t0
             if bar is not None:
