@@ -101,7 +101,8 @@ def test_a_name_clash_is_refused_by_the_torch_style_apply_too():
     layer.register_buffer("weight_mask", torch.ones(1))
     with pytest.raises(UnsupportedModelError, match="weight_mask"):
         get_method("stg").apply(layer, "weight")
-    assert torch.equal(layer.weight_mask, torch.ones(1)) and isinstance(layer._parameters["weight"], nn.Parameter)
+    assert torch.equal(layer.weight_mask, torch.ones(1))
+    assert isinstance(layer._parameters["weight"], nn.Parameter)
 
 
 # ------------------------------------------------------------------------------ item 7: collapse
@@ -238,7 +239,8 @@ def test_a_checkpoint_of_another_method_is_refused_naming_both(saved, loaded):
     for load in (lambda m: m.load_state_dict(state), lambda m: torch_slt.load_state_dict(m, state)):
         dst = torch_slt.apply(_mlp(), loaded)
         before = _snapshot(dst)
-        with pytest.raises(MethodMismatchError, match=rf"saved from a '{saved}' gate.*gates it with '{loaded}'"):
+        match = rf"saved from a '{saved}' gate.*gates it with '{loaded}'"
+        with pytest.raises(MethodMismatchError, match=match):
             load(dst)
         assert _same(dst, before)
     fresh = _mlp()
@@ -251,7 +253,7 @@ def test_a_checkpoint_of_a_wider_model_is_refused_before_gating():
     state = torch_slt.apply(_mlp(8), "stg").state_dict()
     narrow = _mlp(6)
     before = _snapshot(narrow)
-    with pytest.raises(ValueError, match=r"0\.weight_orig: checkpoint \(8, 4\), model \(6, 4\).*nothing was gated"):
+    with pytest.raises(ValueError, match=r"0\.weight_orig: checkpoint \(8, 4\), model \(6, 4\).*nothing was"):
         torch_slt.load_state_dict(narrow, state)
     assert not torch_slt.is_gated(narrow) and _same(narrow, before)
 
@@ -347,7 +349,8 @@ def test_torch_jit_script_is_refused_on_a_gated_model_and_works_after_finalize()
 
 
 def test_numpy_scalars_are_accepted_as_numbers():
-    layer = torch_slt.apply(nn.Linear(3, 2), "hardconcrete", droprate_init=np.float32(0.5), lam=np.float64(0.1))
+    layer = torch_slt.apply(nn.Linear(3, 2), "hardconcrete", droprate_init=np.float32(0.5),
+                            lam=np.float64(0.1))
     hook = next(torch_slt.core.api.gated_tensors(layer))[2]
     assert hook.droprate_init == 0.5 and type(hook.droprate_init) is float
     torch_slt.apply(nn.Linear(3, 2), "stg", lam=np.float32(0.5), sigma=np.float16(0.5))

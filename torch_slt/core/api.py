@@ -82,9 +82,9 @@ def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: S
         if "meta" in str(err) and any(getattr(t.module._parameters.get(t.tensor), "is_meta", False)
                                        for t in selected):
             raise UnsupportedModelError(
-                f"apply(): {cls.name!r} computes its mask at apply from tensor values (the weights, scores, a "
-                f"random draw or a sparsity target's ranking), and the model lives on the meta device, which "
-                f"holds shapes only. "
+                f"apply(): {cls.name!r} computes its mask at apply from tensor values (the weights, "
+                f"scores, a random draw or a sparsity target's ranking), and the model lives on the meta "
+                f"device, which holds shapes only. "
                 f"Materialize it first (model.to_empty(device='cpu') then initialize the weights, or load a "
                 f"checkpoint with load_state_dict(..., assign=True)), or gate with a method that needs no "
                 f"values at apply ('stg', 'hardconcrete', 'supermask', 'cs' without sparsity=).") from err
@@ -163,7 +163,8 @@ def _freeze_non_gates(model: nn.Module) -> None:
                 continue
             seen.add(id(param))  # a tied parameter is recorded on its first owner only
             if id(param) not in gate_ids and param.requires_grad:
-                module.__dict__.setdefault(_FROZEN_ATTR, {}).setdefault(final_names.get(id(param), name), True)
+                record = module.__dict__.setdefault(_FROZEN_ATTR, {})
+                record.setdefault(final_names.get(id(param), name), True)
                 param.requires_grad_(False)
 
 

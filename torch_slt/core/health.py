@@ -65,8 +65,8 @@ def _collapse_problems(gated: list) -> list[str]:
     import torch
 
     with torch.no_grad():
-        kept = [(qualified_name(n, h._tensor_name), type(h).name, int(torch.count_nonzero(mask)), mask.numel())
-                for n, m, h in gated for mask in [h.hard_mask(m)]]
+        kept = [(qualified_name(n, h._tensor_name), type(h).name, int(torch.count_nonzero(mask)),
+                 mask.numel()) for n, m, h in gated for mask in [h.hard_mask(m)]]
     kept = [row for row in kept if row[3]]  # a tensor with no weight at all has nothing to lose
     empty = [(name, method) for name, method, count, _ in kept if count == 0]
     if not empty:

@@ -80,7 +80,8 @@ class GateLoadCheck:
     def __init__(self, owner: Any) -> None:
         self.owner = owner          # the gating method; its _undo removes this hook
 
-    def __call__(self, module: nn.Module, state_dict: Any, prefix: str, local_metadata: dict, *args: Any) -> None:
+    def __call__(self, module: nn.Module, state_dict: Any, prefix: str, local_metadata: dict,
+                 *args: Any) -> None:
         saved = (local_metadata.get(METADATA_KEY) or {}).get(self.owner._tensor_name)
         refuse_other_method(saved, self.owner, prefix + self.owner._tensor_name, "load_state_dict()")
 

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from torch_slt.core import api
 from torch_slt.core.base import FixedMaskMethod, SLTMethod, pruning_hook
 from torch_slt.core.errors import NotGatedError
+from torch_slt.core.gated import HISTORY_ATTR
 from torch_slt.core.metadata import METADATA_KEY, refuse_other_method, saved_gates
 from torch_slt.core.registry import get_method
 
@@ -144,8 +145,8 @@ class _Rollback:
         self.flags = [(p, p.requires_grad) for p in model.parameters()]
         self.records = [(m, dict(m.__dict__[api._FROZEN_ATTR]) if api._FROZEN_ATTR in m.__dict__ else None)
                         for m in model.modules()]
-        self.history = dict(model.__dict__.get(api._HISTORY_ATTR) or {})
-        self.had_history = api._HISTORY_ATTR in model.__dict__
+        self.history = dict(model.__dict__.get(HISTORY_ATTR) or {})
+        self.had_history = HISTORY_ATTR in model.__dict__
 
     def __call__(self) -> None:
         for _, module, hook in list(api.gated_tensors(self.model)):
@@ -159,9 +160,9 @@ class _Rollback:
         for param, flag in self.flags:
             param.requires_grad_(flag)
         if self.had_history:
-            self.model.__dict__[api._HISTORY_ATTR] = self.history
+            self.model.__dict__[HISTORY_ATTR] = self.history
         else:
-            self.model.__dict__.pop(api._HISTORY_ATTR, None)
+            self.model.__dict__.pop(HISTORY_ATTR, None)
 
 
 def _refuse_key_mismatch(model: nn.Module, state_dict: Mapping[str, Any]) -> None:

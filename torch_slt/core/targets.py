@@ -241,12 +241,14 @@ def _drop_empty(selected: list[Target]) -> list[Target]:
     behaves the same ungated. Refused when nothing else is selected."""
     # _parameters, not getattr: reading a parametrized weight would run its parametrization (spectral
     # norm's power iteration updates buffers); those are refused later anyway.
-    kept = [t for t in selected if _is_uninitialized(t) or not isinstance(t.module._parameters.get(t.tensor), Tensor)
+    kept = [t for t in selected if _is_uninitialized(t)
+            or not isinstance(t.module._parameters.get(t.tensor), Tensor)
             or t.module._parameters[t.tensor].numel() > 0]
     if not kept:
-        shown = ", ".join(f"{t.qualified} {tuple(t.module._parameters[t.tensor].shape)}" for t in selected[:6])
-        raise NoTargetsError(f"apply(): every selected tensor has no weight ({shown}), so there is nothing to "
-                             f"gate; select layers with at least one weight.")
+        shown = ", ".join(f"{t.qualified} {tuple(t.module._parameters[t.tensor].shape)}"
+                          for t in selected[:6])
+        raise NoTargetsError(f"apply(): every selected tensor has no weight ({shown}), so there is nothing "
+                             f"to gate; select layers with at least one weight.")
     return kept
 
 

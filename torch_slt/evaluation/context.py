@@ -80,8 +80,9 @@ def check_finite_outputs(logits: Tensor, inputs: Tensor) -> None:
              if inputs.is_floating_point() and not bool(torch.isfinite(inputs).all()) else
              "check the model's parameters and buffers with torch.isfinite(p).all() (a training step on a "
              "NaN batch, an overflow in float16), and for a gated model torch_slt.report(model)")
-    raise NonFiniteError(f"evaluate(): the model's outputs for {bad} of {len(logits)} test inputs hold NaN or "
-                         f"infinite values, so accuracy, NLL and calibration would be meaningless; {cause}.")
+    raise NonFiniteError(f"evaluate(): the model's outputs for {bad} of {len(logits)} test inputs hold NaN "
+                         f"or infinite values, so accuracy, NLL and calibration would be meaningless; "
+                         f"{cause}.")
 
 
 def _logits(output: Any) -> Tensor:

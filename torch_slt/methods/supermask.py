@@ -43,7 +43,8 @@ from torch_slt.core.registry import register_method
 
 
 class _BernoulliMask(torch.autograd.Function):
-    """``weight * m`` for a sampled ``m ~ Bernoulli(sigmoid(scores))``, straight-through to ``sigmoid(scores)``.
+    """``weight * m`` for a sampled ``m ~ Bernoulli(sigmoid(scores))``, straight-through to
+    ``sigmoid(scores)``.
 
     Saves the sampled mask as booleans (only when the weight needs a gradient); ``sigmoid'(s)`` is
     recomputed from the scores, a leaf saved for free. The mask is drawn outside and the context set in

@@ -129,15 +129,17 @@ def accuracy(model: nn.Module, data: Dataset | DataLoader | Iterable, *, batch_s
             logits = _logits(model(inputs))
             correct += int((logits.argmax(-1) == targets).sum())
             total += targets.numel()
-            bad = bad.to(logits.device) + (~torch.isfinite(logits.detach())).reshape(len(logits), -1).any(1).sum()
+            rows = (~torch.isfinite(logits.detach())).reshape(len(logits), -1).any(1)
+            bad = bad.to(logits.device) + rows.sum()
     finally:
         model.train(was_training)
     if total == 0:
         raise ValueError("accuracy(): the data is empty")
     if int(bad):
-        warnings.warn(f"accuracy(): the model's outputs for {int(bad)} of {total} inputs hold NaN or infinite "
-                      f"values, so this accuracy ({correct / total:.4f}) describes a broken model; check the "
-                      f"parameters with torch.isfinite(p).all() and the inputs", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"accuracy(): the model's outputs for {int(bad)} of {total} inputs hold NaN or "
+                      f"infinite values, so this accuracy ({correct / total:.4f}) describes a broken model; "
+                      f"check the parameters with torch.isfinite(p).all() and the inputs",
+                      RuntimeWarning, stacklevel=2)
     return correct / total
 
 
