@@ -15,11 +15,12 @@ from torch_slt import _aliases, methods  # noqa: F401  (methods registers the bu
 from torch_slt.core.api import (apply, finalize, gated_tensors, is_gated, mask_parameters,
                                 named_mask_parameters, penalty)
 from torch_slt.core.base import FixedMaskMethod, LearnedMaskMethod, SLTMethod
+from torch_slt.core.gated import GatedTensor
 from torch_slt.core.errors import (AlreadyGatedError, DatasetFormatError, DatasetNotFoundError,
                                    MethodMismatchError, NonFiniteError, NonFiniteGateError, NoTargetsError,
-                                   NotGatedError, SettingError, SLTError, TicketMismatchError,
-                                   UnknownDatasetError, UnknownMethodError, UnknownModelError,
-                                   UnsupportedModelError)
+                                   NotGatedError, SettingError, SLTError, TicketFormatError,
+                                   TicketMismatchError, UnknownDatasetError, UnknownMethodError,
+                                   UnknownModelError, UnsupportedModelError)
 from torch_slt.core.granularity import GranularityError
 from torch_slt.core.masks import MaskError
 from torch_slt.core.registry import get_method, list_methods, register_method
@@ -73,14 +74,13 @@ def __dir__() -> list[str]:
 ERRORS = (
     "AlreadyGatedError", "AnalysisInputError", "CompactError", "ControlError", "DatasetFormatError",
     "DatasetNotFoundError", "EvaluationInputError", "GranularityError", "MaskError", "MethodMismatchError",
-    "NoTargetsError",
-    "NonFiniteError", "NonFiniteGateError", "NotGatedError", "RunFolderError", "SLTError", "SettingError",
-    "SparseExportError", "TicketMismatchError", "UnknownDatasetError", "UnknownMethodError",
-    "UnknownMetricError", "UnknownModelError", "UnsupportedModelError",
+    "NoTargetsError", "NonFiniteError", "NonFiniteGateError", "NotGatedError", "RunFolderError", "SLTError",
+    "SettingError", "SparseExportError", "TicketFormatError", "TicketMismatchError", "UnknownDatasetError",
+    "UnknownMethodError", "UnknownMetricError", "UnknownModelError", "UnsupportedModelError",
 )
 
 __all__ = [
-    *ERRORS, "FixedMaskMethod", "LayerSparsity", "LearnedMaskMethod", "SLTMethod", "SparsityReport",
+    *ERRORS, "FixedMaskMethod", "GatedTensor", "LayerSparsity", "LearnedMaskMethod", "SLTMethod", "SparsityReport",
     "apply", "finalize", "gated_tensors", "get_method", "is_gated", "list_methods", "mask_parameters",
     "named_mask_parameters", "penalty", "register_method", "report", "__version__",
     "load_file", "load_state_dict", "save_file",

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 import torch_slt
 from torch_slt.core.errors import TicketMismatchError
-from torch_slt.experiment.ticket import pack_bits, ticket_info, unpack_bits, weights_hash
+from torch_slt.experiment.ticket import pack_bits, ticket_checksum, ticket_info, unpack_bits, weights_hash
 from torch_slt.experiment.zoo import ModelSpec, build_model
 
 
@@ -125,6 +125,7 @@ def test_hash_mismatch_names_both_torch_versions(tmp_path):
         header = dict(fh.metadata())
     header["weights_hash"] = "sha256:" + "0" * 64
     header["versions"] = json.dumps({**json.loads(header["versions"]), "torch": "2.0.0"})
+    header["checksum"] = ticket_checksum(load_file(str(path)), header)   # a whole file, written elsewhere
     save_file(load_file(str(path)), str(path), metadata=header)
     here = re.escape(torch.__version__)
     expected = rf"torch 2\.0\.0 \(saved\) vs {here} \(here\).*pip install torch==2\.0\.0"

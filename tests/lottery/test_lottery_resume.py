@@ -85,3 +85,105 @@ def test_rewind_past_the_end_of_training_is_refused_and_changes_nothing(tmp_path
     assert before.keys() == net.state_dict().keys()
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------- kills at every stage boundary
+class Killed(BaseException):
+    """A kill: not an Exception, so no handler in the library catches it (as SIGKILL)."""
+
+
+def _sites():
+    """Every write or step between two stages of a round, as (owner, attribute)."""
+    from torch_slt.lottery.folder import RunFolder
+    from torch_slt.lottery.rewind import RewindPoint
+
+    return [(imp_module, "train_weights"), (imp_module, "prune_survivors"), (RunFolder, "save_masks"),
+            (RunFolder, "save_trained"), (RunFolder, "add_row"), (imp_module._Runner, "_drop_checkpoint"),
+            (RewindPoint, "save")]
+
+
+def _wrap(monkeypatch, owner, name, on_call):
+    real = getattr(owner, name)
+
+    def wrapped(*args, **kwargs):
+        on_call("before")
+        out = real(*args, **kwargs)
+        on_call("after")
+        return out
+
+    monkeypatch.setattr(owner, name, wrapped)
+
+
+def test_a_kill_at_every_stage_boundary_resumes_to_the_uninterrupted_ticket(tmp_path, monkeypatch):
+    """Killed before or after every call that ends a stage (training, pruning, the mask, the trained
+    ticket, the row, the checkpoint's deletion, the rewind point), in every round: the resumed run ends
+    with the uninterrupted run's weights, masks and rows, bit for bit (before: a kill after the last
+    round's row resumed to the rewind weights x the mask, an untrained ticket)."""
+    full_net, full = _run(tmp_path / "full")
+    strip = lambda rows: [{k: v for k, v in dataclasses.asdict(r).items() if k != "wall_time"}  # noqa: E731
+                          for r in rows]
+    counts = {}
+    for owner, name in _sites():
+        with monkeypatch.context() as m:
+            calls = []
+            _wrap(m, owner, name, lambda when, calls=calls: calls.append(when) if when == "before" else None)
+            _run(tmp_path / f"count-{name}")
+        counts[name] = len(calls)
+    assert counts["save_trained"] == 1 and counts["add_row"] == 5 and counts["save_masks"] == 3
+    boundaries = 0
+    for owner, name in _sites():
+        for index in range(counts[name]):
+            for moment in ("before", "after"):
+                run_dir = tmp_path / f"{name}-{index}-{moment}"
+                seen = []
+
+                def on_call(when, seen=seen, index=index, moment=moment):
+                    if when == moment:
+                        seen.append(when)
+                        if len(seen) == index + 1:
+                            raise Killed
+
+                with monkeypatch.context() as m:
+                    _wrap(m, owner, name, on_call)
+                    with pytest.raises(Killed):
+                        _run(run_dir)
+                net, resumed = _run(run_dir, resume=True)
+                where = f"killed {moment} call {index} of {name}"
+                assert resumed.completed, where
+                assert strip(resumed.rows) == strip(full.rows), where
+                assert net.state_dict().keys() == full_net.state_dict().keys(), where
+                for key, value in full_net.state_dict().items():
+                    assert torch.equal(net.state_dict()[key], value), (where, key)
+                assert not list(run_dir.glob("checkpoint-*.pt")), where
+                boundaries += 1
+    assert boundaries == 2 * sum(counts.values())
+
+
+def test_a_kill_after_the_last_row_without_the_trained_file_trains_the_last_round_again(tmp_path):
+    """A run folder without trained.pt (written before it existed, or deleted): the recorded last round
+    is trained again from its mask and the rewind point, to the same weights."""
+    full_net, _ = _run(tmp_path / "full")
+    (tmp_path / "full" / "trained.pt").write_bytes(b"truncated")
+    with pytest.raises(RunFolderError, match=r"cannot read .*trained\.pt.*delete it to train the last round"):
+        _run(tmp_path / "full", resume=True)
+    (tmp_path / "full" / "trained.pt").unlink()
+    net, resumed = _run(tmp_path / "full", resume=True)
+    assert resumed.completed and (tmp_path / "full" / "trained.pt").exists()
+    for key, value in full_net.state_dict().items():
+        assert torch.equal(net.state_dict()[key], value), key
+
+
+def test_a_folder_of_another_run_is_not_taken_over(tmp_path):
+    """imp(run_dir=..., resume=True) on a `torch-slt find` folder (its config.json, or its checkpoint):
+    refused before anything is written, the folder unchanged."""
+    find_dir = tmp_path / "find"
+    find_dir.mkdir()
+    (find_dir / "config.json").write_text(json.dumps({"command": "find", "settings": {}}))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "checkpoint.pt").write_bytes(b"x")
+    for folder, match in ((find_dir, "holds a 'find' run"), (bare, r"holds another run \(checkpoint\.pt\)")):
+        before = sorted(p.name for p in folder.iterdir())
+        with pytest.raises(RunFolderError, match=match):
+            _run(folder, resume=True)
+        assert sorted(p.name for p in folder.iterdir()) == before

@@ -97,17 +97,16 @@ def find_tickets(path: Path, dataset: str | None, data_dir: str | None) -> RunTi
     if not path.exists():
         raise CLIError(f"{path} does not exist; pass a run folder or a .slt.safetensors ticket.")
     if path.is_dir():
-        if (path / "sweep.json").exists():
-            return _sweep_tickets(path, dataset, data_dir)
-        if (path / "report.json").exists():
-            report = _read(path / "report.json")
-            ticket = path / "ticket.slt.safetensors"
-            if not ticket.exists():
-                raise CLIError(f"{path} holds no ticket.slt.safetensors; was it written by torch-slt find?")
-            target = Target(report["settings"]["method"], ticket, report["settings"]["method"],
-                            report["sparsity"]["sparsity"], report["settings"].get("sparsity"))
-            return RunTickets([target], None, _data(report["settings"], dataset, data_dir), path)
-        raise CLIError(f"{path} holds no report.json or sweep.json; is it a finished torch-slt run?")
+        name = "sweep.json" if (path / "sweep.json").exists() else "report.json"
+        if not (path / name).exists():
+            raise CLIError(f"{path} holds no report.json or sweep.json; is it a finished torch-slt run?")
+        try:
+            if name == "sweep.json":
+                return _sweep_tickets(path, dataset, data_dir)
+            return _find_tickets(path, dataset, data_dir)
+        except (KeyError, TypeError, AttributeError) as err:
+            raise CLIError(f"{path / name} lacks what a finished run records ({type(err).__name__}: {err}); "
+                           f"is it a torch-slt find or sweep report?") from None
     if not path.name.endswith(".slt.safetensors"):
         raise CLIError(f"{path}: pass a run folder or a compact ticket (*.slt.safetensors).")
     if dataset is None:
@@ -115,6 +114,16 @@ def find_tickets(path: Path, dataset: str | None, data_dir: str | None) -> RunTi
                        f"(e.g. --dataset fashion-mnist).")
     label = path.name[: -len(".slt.safetensors")]
     return RunTickets([Target(label, path)], None, _data({}, dataset, data_dir), path.parent)
+
+
+def _find_tickets(path: Path, dataset: str | None, data_dir: str | None) -> RunTickets:
+    report = _read(path / "report.json")
+    ticket = path / "ticket.slt.safetensors"
+    if not ticket.exists():
+        raise CLIError(f"{path} holds no ticket.slt.safetensors; was it written by torch-slt find?")
+    target = Target(report["settings"]["method"], ticket, report["settings"]["method"],
+                    report["sparsity"]["sparsity"], report["settings"].get("sparsity"))
+    return RunTickets([target], None, _data(report["settings"], dataset, data_dir), path)
 
 
 def _sweep_tickets(path: Path, dataset: str | None, data_dir: str | None) -> RunTickets:

@@ -66,6 +66,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (``torch-slt inspect DIR | head``): not an error of ours.
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (silences the flush at interpreter exit)
         return 0
+    except OSError as err:
+        # A full disk or a folder that became unwritable mid-run: the files written so far are whole
+        # (atomic writes), so the run continues with --resume once the cause is fixed.
+        print(f"torch-slt {args.command}: error: {_os_error(err)}", file=sys.stderr)
+        return 2
+
+
+def _os_error(err: OSError) -> str:
+    import errno
+
+    what = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return (f"cannot write ({what}); the files written so far are complete: free some space, then "
+                f"continue with --resume.")
+    return f"{what}."
 
 
 if __name__ == "__main__":  # pragma: no cover

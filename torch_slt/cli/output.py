@@ -15,6 +15,10 @@ import torch
 
 import torch_slt
 from torch_slt.cli.settings import CONFIG, CLIError, RunSettings
+from torch_slt.experiment.files import atomic_write, remove_stale_temporaries
+
+#: Prefix of the private folder a command's outputs are written into before they move into ``--out``.
+STAGING_PREFIX = ".staging-"
 
 
 def default_out(command: str, s: RunSettings) -> Path:
@@ -49,9 +53,13 @@ def check_out(out: Path, resume: bool) -> None:
         raise CLIError(f"--out {out} cannot be created: {parent} is not a writable folder.")
 
 
-def make_out(out: Path) -> None:
+def make_out(out: Path, resume: bool = False) -> None:
+    """Create ``out`` (checking it is writable); with ``resume``, clear what a killed run left in it
+    (:func:`clean_stale`)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            clean_stale(out)
         probe = out / ".write-test"
         probe.write_text("")
         probe.unlink()
@@ -60,11 +68,20 @@ def make_out(out: Path) -> None:
                        f"folder.") from None
 
 
+def clean_stale(out: Path) -> None:
+    """Remove ``.staging-*/`` folders and ``*.tmp`` files in ``out`` and its ``cells/`` and ``masks/``:
+    only a killed process leaves them (a failing one removes its own)."""
+    for staging in out.glob(STAGING_PREFIX + "*"):
+        if staging.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+    for folder in (out, out / "cells", out / "masks"):
+        remove_stale_temporaries(folder)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (a kill leaves the old file or the new one, never half of one)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=json_default) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, default=json_default) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def json_default(obj: Any) -> Any:
@@ -81,23 +98,34 @@ def save_state_dict(path: Path, model: torch.nn.Module, spec: Any) -> None:
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={"format": "pt", "torch_slt": torch_slt.__version__,
+    # "torch_slt_version", not "torch_slt": that header key holds the gate metadata torch_slt.load_file reads
+    save_file(tensors, str(path), metadata={"format": "pt", "torch_slt_version": torch_slt.__version__,
                                             "spec": json.dumps(spec.to_dict())})
 
 
 @contextmanager
 def staged(out: Path, last: str) -> Iterator[Path]:
     """A private staging folder inside ``out``; on success its files move into ``out`` with the user's
-    umask, ``last`` last (so a folder holding ``last`` is complete)."""
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    umask, ``last`` last (so a folder holding ``last`` is complete).
+
+    The staging folder is removed *before* ``last`` appears (``last`` waits as ``out/<last>.tmp``), so a
+    kill at any moment leaves either an unfinished run (no ``last``; the next ``--resume`` clears the
+    staging folder and the ``.tmp``, :func:`clean_stale`) or a finished folder without staging."""
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
     try:
         yield staging
         names = sorted(p.name for p in staging.iterdir())
         mode = 0o666 & ~_umask()
         for name in names:
             os.chmod(staging / name, mode)  # temporary files are private; outputs follow the umask
-        for name in [n for n in names if n != last] + ([last] if last in names else []):
+        for name in [n for n in names if n != last]:
             os.replace(staging / name, out / name)
+        pending = out / (last + ".tmp")
+        if last in names:
+            os.replace(staging / last, pending)
+        shutil.rmtree(staging, ignore_errors=True)
+        if last in names:
+            os.replace(pending, out / last)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

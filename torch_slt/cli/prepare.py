@@ -62,6 +62,7 @@ def method_kwargs(method: str, s: RunSettings, sparsity: float | None, splits: A
     given = {"lam": s.lam, "sigma": s.sigma, "sparsity": sparsity,
              "granularity": None if s.granularity == "weight" else s.granularity}
     kwargs = {k: v for k, v in given.items() if v is not None}
+    _refuse_overrides(kwargs, s.method_args)
     kwargs.update(s.method_args)
     for key in kwargs:
         if key not in params or key.startswith("_") or key in ("data", "loss_fn"):
@@ -78,6 +79,22 @@ def method_kwargs(method: str, s: RunSettings, sparsity: float | None, splits: A
     if "data" in params:
         kwargs["data"] = [scoring_batch(splits, s.seed, device)]
     return kwargs
+
+
+def _refuse_overrides(flags: dict[str, Any], method_args: dict[str, Any]) -> None:
+    """A ``--method-arg`` may not set what a flag already sets (``--lam 2 --method-arg lam=1`` trained
+    with 1 and recorded 2 in the report)."""
+    clash = [k for k in method_args if k in flags]
+    if clash:
+        pairs = "; ".join(f"--method-arg {k}={method_args[k]!r} and {_FLAGS.get(k, '--' + k)} {flags[k]!r}"
+                          for k in clash)
+        raise CLIError(f"{pairs} both set {', '.join(clash)}; give each setting once (drop the "
+                       f"--method-arg, or the flag).")
+
+
+#: The flag of each keyword argument that has one.
+_FLAGS = {"lam": "--lam", "sigma": "--sigma", "sparsity": "--sparsity (--sparsities in a sweep)",
+          "granularity": "--granularity"}
 
 
 def full_method_config(model: torch.nn.Module, given: dict[str, Any]) -> dict[str, Any]:

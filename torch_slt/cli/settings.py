@@ -80,12 +80,43 @@ def flag_of(setting: str) -> str:
     return "--method-arg" if setting == "method_args" else "--" + setting.replace("_", "-")
 
 
-def from_args(args: argparse.Namespace, out: Path | None) -> tuple[RunSettings, bool]:
-    """Defaults, then the saved settings of the run in ``out`` (with ``--resume``), then the flags.
+def read_config(out: Path, command: str) -> dict[str, Any] | None:
+    """The ``config.json`` of the run in ``out`` that ``command --resume`` continues; None when the
+    folder holds none yet.
+
+    Refused (:class:`CLIError` naming the file): a config that is not readable JSON or lacks its
+    ``command`` and ``settings``, and a run another command started (``find --resume`` on an ``imp``
+    folder would run a find with IMP's settings and orphan the run)."""
+    path = out / CONFIG
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CLIError(f"cannot resume {out}: {path} is not readable JSON ({err}); it holds the run's "
+                       f"settings, so the run cannot continue: start a new run with another --out.") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict) or "command" not in saved:
+        raise CLIError(f"cannot resume {out}: {path} does not hold a run's 'command' and 'settings'; start a "
+                       f"new run with another --out.")
+    if saved["command"] != command:
+        other = saved["command"]
+        raise CLIError(f"--out {out} holds {_a(str(other))} '{other}' run, not {_a(command)} {command} run; "
+                       f"resume it with "
+                       f"'torch-slt {other} --out {out} --resume', or choose another --out.")
+    return saved
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def from_args(args: argparse.Namespace, out: Path | None, command: str = "find") -> tuple[RunSettings, bool]:
+    """Defaults, then the saved settings of the ``command`` run in ``out`` (with ``--resume``), then the
+    flags.
 
     Returns the settings and whether saved settings were found (a run to resume)."""
     typed = _typed_flags(args)
-    saved = _saved_settings(out) if getattr(args, "resume", False) and out is not None else {}
+    saved = _saved_settings(out, command) if getattr(args, "resume", False) and out is not None else {}
     if saved:
         clash = [f"{flag_of(k)} {typed[k]!r} (the run has {saved.get(k)!r})" for k in typed
                  if k not in RESUME_FREE and saved.get(k, RunSettings().to_dict()[k]) != typed[k]]
@@ -96,11 +127,9 @@ def from_args(args: argparse.Namespace, out: Path | None) -> tuple[RunSettings, 
     return RunSettings.from_dict({**RunSettings().to_dict(), **saved, **typed}), bool(saved)
 
 
-def _saved_settings(out: Path) -> dict[str, Any]:
-    path = out / CONFIG
-    if not path.exists():
-        return {}
-    return json.loads(path.read_text())["settings"]
+def _saved_settings(out: Path, command: str) -> dict[str, Any]:
+    saved = read_config(out, command)
+    return {} if saved is None else saved["settings"]
 
 
 def _typed_flags(args: argparse.Namespace) -> dict[str, Any]:

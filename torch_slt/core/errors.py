@@ -44,6 +44,12 @@ class TicketMismatchError(SLTError, ValueError):
     """A compact ticket does not fit the weights this installation generates (or the model given)."""
 
 
+class TicketFormatError(SLTError, ValueError):
+    """A compact ticket file that cannot be trusted: empty, truncated, not a safetensors file, a header
+    field missing or malformed, a tensor that fits no gated weight, or a checksum that does not match
+    (a flipped byte)."""
+
+
 class UnsupportedModelError(SLTError, ValueError):
     """The model uses a targeted weight in a way a gate cannot follow (e.g. tied to another module)."""
 

@@ -262,11 +262,39 @@ def load_file(path: str | os.PathLike, map_location: str | torch.device = "cpu",
         from safetensors import safe_open
 
         state_dict: OrderedDict = OrderedDict()
-        with safe_open(path, framework="pt", device=str(device)) as f:
-            header = f.metadata() or {}
-            for key in f.keys():
-                state_dict[key] = f.get_tensor(key)
-        if METADATA_KEY in header:
-            state_dict._metadata = json.loads(header[METADATA_KEY])
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"load_file(): no such file: {path}")
+        try:
+            with safe_open(path, framework="pt", device=str(device)) as f:
+                header = f.metadata() or {}
+                for key in f.keys():
+                    state_dict[key] = f.get_tensor(key)
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+            first = (str(err).splitlines() or [""])[0]
+            raise ValueError(f"load_file(): {path} is not a readable safetensors file ({type(err).__name__}: "
+                             f"{first}); it is empty, truncated or damaged") from None
+        metadata = _header_metadata(path, header.get(METADATA_KEY))
+        if metadata is not None:
+            state_dict._metadata = metadata
         return state_dict
     return torch.load(path, map_location=device, weights_only=True)
+
+
+def _header_metadata(path: str, text: str | None) -> dict[str, Any] | None:
+    """The gate metadata :func:`save_file` put under the header key ``torch_slt``, or None.
+
+    Files written by earlier versions of the ``torch-slt`` command line hold the library *version* under that
+    key (``"0.1.0"``): a plain string, not metadata, so it is skipped (the file is a finalized,
+    ungated state_dict). A value that starts as JSON but does not parse is a damaged header."""
+    if text is None:
+        return None
+    stripped = text.strip()
+    if not stripped.startswith("{"):
+        return None
+    try:
+        metadata = json.loads(stripped)
+    except ValueError as err:
+        raise ValueError(f"load_file(): {path}: the header's {METADATA_KEY!r} entry is not valid JSON "
+                         f"({err}); the file is damaged. torch_slt.load_file reads what torch_slt.save_file "
+                         f"wrote; safetensors.torch.load_file reads the tensors alone.") from None
+    return metadata if isinstance(metadata, dict) else None

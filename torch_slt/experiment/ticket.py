@@ -22,7 +22,11 @@ The string metadata holds ``format`` (``torch-slt-ticket``), ``format_version``,
 ``seed``, ``weights_hash`` (:func:`weights_hash` of the generated model), ``versions`` (torch,
 torch_slt, and torchvision / timm / transformers when the model needs them), ``gated`` (tensor ->
 method), ``kind`` (``strong``: no weight value stored; ``weak``: trained values stored), ``kept`` /
-``total`` (gated weights) and ``metadata`` (the caller's JSON).
+``total`` (gated weights), ``metadata`` (the caller's JSON) and ``checksum`` (:func:`ticket_checksum`: a
+sha256 of every tensor and every other header field). :func:`load_ticket` verifies the checksum and the
+layout before it applies anything, so a damaged file (a flipped byte, a truncated copy, an edited
+header) is refused with :class:`~torch_slt.core.errors.TicketFormatError` instead of loading as another
+model.
 """
 
 from __future__ import annotations
@@ -40,12 +44,18 @@ from torch import Tensor, nn
 
 from torch_slt.core.api import finalize, is_gated
 from torch_slt.core.gated import gate_history, record_gate_history
-from torch_slt.core.errors import TicketMismatchError
+from torch_slt.core.errors import TicketFormatError, TicketMismatchError
 from torch_slt.core.targets import is_default_target
+from torch_slt.experiment.files import atomic_write, brief
 from torch_slt.experiment.zoo import TIMM_PREFIX, ModelSpec, build_model
 
 FORMAT = "torch-slt-ticket"
-FORMAT_VERSION = 1
+#: 2 adds ``checksum``; version 1 files (no checksum) still load, with the layout checks only.
+FORMAT_VERSION = 2
+#: The header fields every ticket has (``checksum`` from version 2 on).
+_FIELDS = ("format", "format_version", "spec", "seed", "weights_hash", "versions", "gated", "kind", "kept",
+           "total", "metadata")
+_PREFIXES = ("mask/", "values/", "state/")
 
 
 # ---------------------------------------------------------------------------------------- bits
@@ -195,7 +205,22 @@ def save_ticket(model: nn.Module, path: str | os.PathLike, spec: ModelSpec,
         "total": str(total),
         "metadata": user,
     }
+    info["checksum"] = ticket_checksum(tensors, info)
     return _atomic_save(tensors, Path(path), info)
+
+
+def ticket_checksum(tensors: dict[str, Tensor], header: dict[str, str]) -> str:
+    """``"sha256:<hex>"`` of a ticket's tensors (name, dtype, shape, bytes) and header fields (all but
+    ``checksum``), in name order: one flipped byte anywhere in the file changes it."""
+    digest = hashlib.sha256()
+    for key in sorted(header):
+        if key != "checksum":
+            digest.update(f"{key}={header[key]}\0".encode())
+    for key, tensor in sorted(tensors.items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
 
 
 def _check_same_architecture(state: dict[str, Tensor], ref: dict[str, Tensor], spec: ModelSpec) -> None:
@@ -219,14 +244,7 @@ def _check_same_architecture(state: dict[str, Tensor], ref: dict[str, Tensor], s
 def _atomic_save(tensors: dict[str, Tensor], path: Path, info: dict[str, str]) -> Path:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=info)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=info))
 
 
 # ---------------------------------------------------------------------------------------- load
@@ -236,83 +254,195 @@ def ticket_info(path: str | os.PathLike) -> dict[str, Any]:
     Keys: ``spec`` (a :class:`~torch_slt.experiment.zoo.ModelSpec`), ``seed``, ``weights_hash``, ``versions``,
     ``gated``, ``kind``, ``kept``, ``total``, ``sparsity``, ``metadata`` (the caller's dict),
     ``format_version`` and ``file_bytes``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        TicketFormatError: the file is not a readable safetensors file, or a header field is missing or
+            malformed (the message names the field).
+        ValueError: a safetensors file that is not a compact ticket, or a newer format version.
     """
+    path = Path(path)
+    return _parse_header(path, _read_header(path))
+
+
+def _read_header(path: Path) -> dict[str, str]:
     _require_safetensors()
     from safetensors import safe_open
 
-    path = Path(path)
-    with safe_open(str(path), framework="pt") as fh:
-        raw = fh.metadata() or {}
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ticket file")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        raise TicketFormatError(f"{path} is not a readable safetensors file ({brief(err)}): "
+                                f"empty, truncated or damaged; save the ticket again or copy it "
+                                f"again") from None
+
+
+def _parse_header(path: Path, raw: dict[str, str]) -> dict[str, Any]:
     if raw.get("format") != FORMAT:
         raise ValueError(f"{path} is not a torch_slt compact ticket (no format={FORMAT!r} in its metadata); "
                          f"a plain state_dict loads with safetensors.torch.load_file")
-    version = int(raw.get("format_version", "0"))
+    version = _field(path, raw, "format_version", int)
     if version > FORMAT_VERSION:
         raise ValueError(f"{path} was written in ticket format {version}, newer than this torch_slt reads "
                          f"({FORMAT_VERSION}); upgrade torch_slt")
-    kept, total = int(raw["kept"]), int(raw["total"])
+    if version < 1:
+        raise TicketFormatError(f"{path}: format_version {version} is not a ticket format (1 to "
+                                f"{FORMAT_VERSION}); the file is damaged")
+    gated = _field(path, raw, "gated", _json_of(dict))
+    kept, total = _field(path, raw, "kept", int), _field(path, raw, "total", int)
+    if not 0 <= kept <= total:
+        raise TicketFormatError(f"{path}: kept={kept} of total={total} gated weights is impossible; the "
+                                f"header is damaged")
     return {
-        "spec": ModelSpec.from_dict(json.loads(raw["spec"])),
-        "seed": int(raw["seed"]),
-        "weights_hash": raw["weights_hash"],
-        "versions": json.loads(raw["versions"]),
-        "gated": json.loads(raw["gated"]),
-        "kind": raw["kind"],
+        "spec": _field(path, raw, "spec", lambda v: ModelSpec.from_dict(json.loads(v))),
+        "seed": _field(path, raw, "seed", int),
+        "weights_hash": _field(path, raw, "weights_hash", str),
+        "versions": _field(path, raw, "versions", _json_of(dict)),
+        "gated": gated,
+        "kind": _field(path, raw, "kind", str),
         "kept": kept,
         "total": total,
         "sparsity": 1.0 - kept / total if total else 0.0,
-        "metadata": json.loads(raw["metadata"]),
+        "metadata": _field(path, raw, "metadata", _json_of(dict)),
         "format_version": version,
         "file_bytes": path.stat().st_size,
     }
+
+
+def _field(path: Path, raw: dict[str, str], name: str, parse: Any) -> Any:
+    """Header field ``name`` parsed with ``parse``; a missing or malformed one names itself."""
+    if name not in raw:
+        raise TicketFormatError(f"{path}: the header has no {name!r} field; the file is damaged or was not "
+                                f"written by torch_slt.save_ticket")
+    try:
+        return parse(raw[name])
+    except (ValueError, TypeError, KeyError) as err:
+        raise TicketFormatError(f"{path}: the header field {name!r} is malformed ({raw[name][:60]!r}: "
+                                f"{err}); the file is damaged") from None
+
+
+def _json_of(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = json.loads(text)
+        if not isinstance(value, kind):
+            raise TypeError(f"expected a JSON {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return parse
+
+
+def _read_tensors(path: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        raise TicketFormatError(f"{path}: cannot read its tensors ({brief(err)}); the file "
+                                f"is truncated or damaged") from None
+
+
+def _verify(path: Path, raw: dict[str, str], info: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    """The checksum (format 2) and the layout: every tensor belongs to a gated weight or a state entry."""
+    if info["format_version"] >= 2:
+        expected = _field(path, raw, "checksum", str)
+        found = ticket_checksum(tensors, raw)
+        if found != expected:
+            raise TicketFormatError(f"{path}: the checksum does not match ({found[:19]}... computed, "
+                                    f"{expected[:19]}... recorded): the file was damaged or edited after "
+                                    f"it was saved. Nothing was loaded; save the ticket again or restore "
+                                    f"a good copy.")
+    for name in tensors:
+        prefix = next((p for p in _PREFIXES if name.startswith(p)), None)
+        if prefix is None:
+            raise TicketFormatError(f"{path}: unknown tensor {name!r} (a ticket holds only "
+                                    f"{', '.join(p + '<key>' for p in _PREFIXES)}); the file is damaged")
+        if prefix in ("mask/", "values/") and name[len(prefix):] not in info["gated"]:
+            raise TicketFormatError(f"{path}: tensor {name!r} belongs to no gated weight (gated: "
+                                    f"{', '.join(list(info['gated'])[:5])}); the file is damaged")
 
 
 def load_ticket(path: str | os.PathLike, *,
                 map_location: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec, dict]:
     """Rebuild the finalized model a compact ticket describes.
 
-    The weights are regenerated with ``build_model(spec)`` and must hash to the value the ticket
-    recorded; then the masks are applied (and any stored values and state loaded). The model is a
-    standard ``nn.Module`` in eval mode on ``map_location``; ``torch_slt.report(model)`` shows its
-    per-layer sparsity.
+    The file's checksum and layout are verified first; the weights are regenerated with
+    ``build_model(spec)`` and must hash to the value the ticket recorded; then the masks are applied
+    (and any stored values and state loaded). The model is a standard ``nn.Module`` in eval mode on
+    ``map_location``; ``torch_slt.report(model)`` shows its per-layer sparsity.
 
     Returns:
         ``(model, spec, metadata)``, ``metadata`` being the dict given to :func:`save_ticket`.
 
     Raises:
+        TicketFormatError: the file is empty, truncated, damaged or edited (a checksum that does not
+            match, a missing or malformed header field, a tensor that fits nothing).
         TicketMismatchError: this installation generates other weights from the spec than the one
             that saved the ticket (the message names both library versions).
         ValueError: the file is not a compact ticket.
     """
-    info = ticket_info(path)
-    from safetensors.torch import load_file
-
+    path = Path(path)
+    raw = _read_header(path)
+    info = _parse_header(path, raw)
+    tensors = _read_tensors(path)
+    _verify(path, raw, info, tensors)
     spec = info["spec"]
     model = build_model(spec)
     found = weights_hash(model)
     if found != info["weights_hash"]:
         raise TicketMismatchError(_hash_mismatch_message(path, spec, info["versions"], found,
                                                          info["weights_hash"]))
-    tensors = load_file(str(path))
     state = model.state_dict()
+    baked = {key: _baked(path, key, state, tensors) for key in info["gated"]}
+    kept = sum(int(torch.count_nonzero(m)) for _, m in baked.values())
+    if kept != info["kept"]:
+        raise TicketFormatError(f"{path}: the masks keep {kept} weights but the header says kept="
+                                f"{info['kept']}; the file is damaged")
+    restored = {}
+    for name, tensor in tensors.items():
+        if name.startswith("state/"):
+            key = name[len("state/"):]
+            if key not in state or state[key].shape != tensor.shape:
+                where = "the model has no such entry" if key not in state else (
+                    f"shape {tuple(tensor.shape)}, the model's is {tuple(state[key].shape)}")
+                raise TicketFormatError(f"{path}: tensor {name!r} does not fit the model ({where}); the "
+                                        f"file is damaged")
+            restored[key] = tensor
     with torch.no_grad():
-        for key in info["gated"]:
-            target = state[key]
-            packed = tensors.get("mask/" + key)
-            if packed is None:  # nothing removed from this tensor
-                mask = torch.ones_like(target, dtype=torch.bool)
-            else:
-                mask = unpack_bits(packed, target.shape)
-            baked = target * mask.to(target.dtype)
-            values = tensors.get("values/" + key)
-            if values is not None:
-                baked[mask] = values.to(target.dtype)
-            target.copy_(baked)
-        for name, tensor in tensors.items():
-            if name.startswith("state/"):
-                state[name[len("state/"):]].copy_(tensor)
+        for key, (value, _) in baked.items():
+            state[key].copy_(value)
+        for key, tensor in restored.items():
+            state[key].copy_(tensor)
     record_gate_history(model, dict(info["gated"]))
     return model.to(map_location).eval(), spec, info["metadata"]
+
+
+def _baked(path: Path, key: str, state: dict[str, Tensor],
+           tensors: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """The finalized value of gated tensor ``key`` (and its mask), every size checked first."""
+    if key not in state:
+        raise TicketFormatError(f"{path}: the gated tensor {key!r} is not in the model its spec builds; the "
+                                f"file is damaged")
+    target = state[key]
+    packed = tensors.get("mask/" + key)
+    if packed is None:  # nothing removed from this tensor
+        mask = torch.ones_like(target, dtype=torch.bool)
+    else:
+        try:
+            mask = unpack_bits(packed, target.shape)
+        except TicketMismatchError as err:
+            raise TicketFormatError(f"{path}: mask/{key}: {err}; the file is damaged") from None
+    value = target * mask.to(target.dtype)
+    values = tensors.get("values/" + key)
+    if values is not None:
+        n_kept = int(mask.sum())
+        if values.dim() != 1 or values.numel() != n_kept:
+            raise TicketFormatError(f"{path}: values/{key} holds {values.numel()} values for the {n_kept} "
+                                    f"weights its mask keeps; the file is damaged")
+        value[mask] = values.to(target.dtype)
+    return value, mask
 
 
 def _hash_mismatch_message(path, spec: ModelSpec, saved: dict[str, str], found: str, expected: str) -> str:

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from torch_slt.core import api
-from torch_slt.core.errors import AlreadyGatedError
+from torch_slt.core.errors import AlreadyGatedError, SLTError
 from torch_slt.core.masks import apply_masks, hard_masks, narrow_masks
 from torch_slt.core.targets import Selector, select_targets
 from torch_slt.experiment.train.config import TrainConfig
@@ -172,11 +172,9 @@ class _Runner:
         self.config, self.cfg, self.folder, self.resume = config, cfg, folder, resume
         self.result = IMPResult(config, cfg, run_dir=folder.path if folder else None)
         done = folder.rows() if (folder and resume) else []
-        self.result.rows = [RoundResult(**row) for row in done]
+        self.result.rows = [_row(folder, row) for row in done]
         self.done = {(r.round, r.kind) for r in self.result.rows}
-        self.point: RewindPoint | None = None
-        if folder is not None and folder.rewind_path.exists():
-            self.point = RewindPoint.load(folder.rewind_path)
+        self.point: RewindPoint | None = folder.load_rewind() if folder is not None else None
 
     def run(self, rates: dict[str, float | None]) -> IMPResult:
         if self.point is None and self.config.rewind == 0:
@@ -191,25 +189,57 @@ class _Runner:
     def _round(self, r: int, rates: dict[str, float | None]) -> bool:
         self._enter_round(r)
         start = copy.deepcopy(self.model) if self.config.controls and r > 0 else None
+        last = r == self.config.rounds
         if (r, TICKET) not in self.done:
             run = self._train(self.model, r, TICKET)
             if not run.completed:
                 return False
             row = RoundResult.from_run(r, TICKET, self.model, run)
-            if r < self.config.rounds:
+            if last and self.folder is not None:
+                self.folder.save_trained(self.model.state_dict())
+            if not last:
                 masks = prune_survivors(self.model, rates, self.config.prune_rate)
                 if self.folder is not None:
                     self.folder.save_masks(r + 1, masks)
             self._record(row)
+        elif last:
+            self._restore_trained(r)
+        self._drop_checkpoint(r, TICKET)
         for kind in (self.config.controls if r > 0 else ()):
             if (r, kind) in self.done:
+                self._drop_checkpoint(r, kind)
                 continue
             twin = control(start, kind, seed=self.config.control_seed * 1_000_003 + r)
             run = self._train(twin, r, kind)
             if not run.completed:
                 return False
             self._record(RoundResult.from_run(r, kind, twin, run))
+            self._drop_checkpoint(r, kind)
         return True
+
+    def _restore_trained(self, r: int) -> None:
+        """The last round's ticket was recorded before a kill: put its trained weights back (the model is
+        at the rewind point here), or train it again when the folder does not hold them."""
+        state = self.folder.load_trained() if self.folder is not None else None
+        if state is None:
+            run = self._train(self.model, r, TICKET)
+            if not run.completed:
+                raise RunFolderError(f"imp(): the last round's trained ticket is not in {self.folder.path} "
+                                     f"and training it again stopped early; resume again")
+            if self.folder is not None:
+                self.folder.save_trained(self.model.state_dict())
+            return
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as err:
+            raise RunFolderError(f"cannot load {self.folder.trained_path} into the model ({err}); delete it "
+                                 f"to train the last round again") from None
+        self.model.eval()
+
+    def _drop_checkpoint(self, r: int, kind: str) -> None:
+        """Delete a training's checkpoint once its row is recorded (a kill between the two left it)."""
+        if self.folder is not None:
+            self.folder.checkpoint(r, kind).unlink(missing_ok=True)
 
     def _enter_round(self, r: int) -> None:
         """Put the model at round ``r``'s start: its mask (from the folder when resuming) and, after
@@ -217,13 +247,30 @@ class _Runner:
         if self.folder is not None and r > 0:
             stored = self.folder.load_masks(r)
             if stored is not None:
-                narrow_masks(self.model, stored)
+                self._narrow(r, stored)
         if self.folder is not None and r == 0 and self.folder.load_masks(0) is None:
             self.folder.save_masks(0, hard_masks(self.model))
         if r > 0:
             if self.point is None:
                 raise RunFolderError("imp(): no rewind point was stored; the run folder is incomplete")
             rewind(self.model, self.point)
+
+    def _narrow(self, r: int, stored: dict[str, torch.Tensor]) -> None:
+        """Narrow the model to round ``r``'s stored mask; a file that does not hold a mask for every
+        pruned tensor (empty, or of another model) names itself instead of training the wrong mask."""
+        path = self.folder.mask_path(r)
+        gated = set(hard_masks(self.model))
+        if set(stored) != gated:
+            missing, extra = sorted(gated - set(stored)), sorted(set(stored) - gated)
+            raise RunFolderError(f"{path} does not hold round {r}'s mask of this model (missing: "
+                                 f"{', '.join(missing) or '-'}; unexpected: {', '.join(extra) or '-'}); "
+                                 f"delete it and the rows from round {r - 1} on in rounds.json, or start "
+                                 f"over")
+        try:
+            narrow_masks(self.model, stored)
+        except (SLTError, ValueError, TypeError) as err:
+            raise RunFolderError(f"{path}: {err}; delete it and the rows from round {r - 1} on in "
+                                 f"rounds.json, or start over") from None
 
     def _train(self, net: nn.Module, r: int, kind: str) -> TrainRun:
         ckpt = self.folder.checkpoint(r, kind) if self.folder is not None else None
@@ -237,12 +284,11 @@ class _Runner:
         if not self.cfg.quiet:
             print(f"imp: round {r}/{self.config.rounds} {kind}: "
                   f"{_kept_fraction(net):.2%} of the weights remain", file=sys.stderr)
-        run = train_weights(net, self.train, self.cfg, val=self.val, test=self.test, start_iteration=start,
-                            eval_every=self.config.eval_every, on_iteration=on_iteration, checkpoint=ckpt,
-                            resume=self.resume, label=f"round {r} {kind}")
-        if run.completed and ckpt is not None:
-            ckpt.unlink(missing_ok=True)
-        return run
+        # The checkpoint stays until the row is recorded: a kill in between continues from the final
+        # epoch's checkpoint instead of training again.
+        return train_weights(net, self.train, self.cfg, val=self.val, test=self.test, start_iteration=start,
+                             eval_every=self.config.eval_every, on_iteration=on_iteration, checkpoint=ckpt,
+                             resume=self.resume, label=f"round {r} {kind}")
 
     def _keep_point(self, point: RewindPoint) -> None:
         self.point = point
@@ -258,6 +304,14 @@ class _Runner:
             print(f"imp: round {row.round} {row.kind}: {row.remaining:.2%} remain, test "
                   f"{_pct(row.early_test_accuracy)} at early stop (it. {row.early_iteration}), "
                   f"{_pct(row.final_test_accuracy)} at the end", file=sys.stderr)
+
+
+def _row(folder: RunFolder, row: dict[str, Any]) -> RoundResult:
+    try:
+        return RoundResult(**row)
+    except TypeError as err:
+        raise RunFolderError(f"cannot read {folder.path / folder.ROUNDS}: a row does not fit ({err}); "
+                             f"restore the file, or start the run over in a new folder") from None
 
 
 def _kept_fraction(model: nn.Module) -> float:

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from torch_slt.core import api
+from torch_slt.experiment.files import atomic_write
 
 
 @dataclass
@@ -40,9 +40,7 @@ class RewindPoint:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write to ``path`` (``torch.save``; read back with :meth:`load`, no pickle executed)."""
-        tmp = Path(path).with_name(Path(path).name + ".tmp")
-        torch.save({"iteration": self.iteration, "state": self.state}, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save({"iteration": self.iteration, "state": self.state}, tmp))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RewindPoint:

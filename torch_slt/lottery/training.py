@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from torch_slt.core.api import mask_parameters, penalty
+from torch_slt.experiment.files import brief
 from torch_slt.experiment.train.batches import _loader, _logits, _to, accuracy, resolve_device
 from torch_slt.experiment.train.checkpoint import _rng_state, _save_checkpoint, _set_rng_state
 from torch_slt.experiment.train.config import TrainConfig
@@ -118,7 +119,7 @@ def train_weights(model: nn.Module, train: Dataset | Iterable, config: TrainConf
     first_epoch, skip = divmod(start_iteration, steps)
     run, epoch0 = TrainRun(iterations=start_iteration), first_epoch
     if resume and checkpoint is not None and checkpoint.exists():
-        epoch0, skip = _resume(checkpoint, model, optimizer, scheduler, loader_gen, run)
+        epoch0, skip = _resume(checkpoint, model, optimizer, scheduler, loader_gen, run, config.epochs)
     else:
         _fast_forward(loader, scheduler, first_epoch)
     bar = _progress(config, label, steps * config.epochs - run.iterations)
@@ -172,17 +173,34 @@ def _fast_forward(loader: Iterable, scheduler: Any, epochs: int) -> None:
 
 
 def _resume(path: Path, model: nn.Module, optimizer: Any, scheduler: Any, loader_gen: torch.Generator,
-            run: TrainRun) -> tuple[int, int]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(ckpt["scheduler"])
-    _set_rng_state(ckpt["rng"], loader_gen)
-    saved = ckpt["run"]
-    run.evaluations = [Evaluation(**e) for e in saved["evaluations"]]
-    run.iterations, run.wall_time = int(saved["iterations"]), float(saved["wall_time"])
-    return int(ckpt["epoch"]), 0
+            run: TrainRun, epochs: int) -> tuple[int, int]:
+    """Load the checkpoint at ``path``; anything unreadable or out of range is a
+    :class:`~torch_slt.lottery.folder.RunFolderError` naming the file (delete it to redo that epoch)."""
+    from torch_slt.lottery.folder import RunFolderError
+
+    fix = "delete it to train that round again from its start"
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated, empty or garbage files raise many types
+        raise RunFolderError(f"cannot read the checkpoint {path} ({brief(err)}); {fix}") from None
+    try:
+        epoch = ckpt["epoch"]
+        if not isinstance(epoch, int) or not 0 < epoch <= epochs:
+            raise RunFolderError(f"the checkpoint {path} says epoch {epoch!r} of a {epochs}-epoch round; "
+                                 f"{fix}")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(ckpt["rng"], loader_gen)
+        saved = ckpt["run"]
+        run.evaluations = [Evaluation(**e) for e in saved["evaluations"]]
+        run.iterations, run.wall_time = int(saved["iterations"]), float(saved["wall_time"])
+    except RunFolderError:
+        raise
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as err:
+        raise RunFolderError(f"the checkpoint {path} does not fit this round ({brief(err)}); {fix}") from None
+    return epoch, 0
 
 
 def _train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, device: torch.device,

@@ -52,9 +52,11 @@ def run(args: argparse.Namespace) -> int:
     s.method = s.method.strip().lower().replace("-", "_")
     out = out or output.default_out(NAME, s)
     output.check_out(out, args.resume)
+    if args.compact:
+        _require_torch_pruning()   # before anything is trained or written
     splits = load_data(s)
     prep = prepare(s, s.method, s.sparsity, splits)
-    output.make_out(out)
+    output.make_out(out, resume=bool(args.resume))
     if not resuming:
         output.write_json(out / CONFIG, {"command": NAME, "settings": s.to_dict()})
     config = prep.train_config
@@ -75,16 +77,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"torch-slt find: stopped after epoch {len(result.history)} of {config.epochs}; continue "
               f"with: torch-slt find --out {out} --resume", file=sys.stderr)
         return 0
-    report = _finish(prep, result, out, t_start)
-    if args.compact:
-        _compact(prep, out, args.quiet)
+    report = _finish(prep, result, out, t_start, args.compact, args.quiet)
     print(summary(report, out) if args.quiet else summary_table(report, out))
     (out / CHECKPOINT).unlink(missing_ok=True)
     return 0
 
 
-def _finish(prep: Prepared, result: Any, out: Path, t_start: float) -> dict[str, Any]:
-    """Finalize, evaluate (the test split once), and write every output; report.json last."""
+def _finish(prep: Prepared, result: Any, out: Path, t_start: float, compact: bool = False,
+            quiet: bool = True) -> dict[str, Any]:
+    """Finalize, evaluate (the test split once), and write every output (with ``compact``, the compact
+    model too) into one staging folder; report.json last, so a kill leaves a run to resume."""
     from torch_slt.experiment.train import accuracy
 
     model, s = prep.model, prep.settings
@@ -103,21 +105,19 @@ def _finish(prep: Prepared, result: Any, out: Path, t_start: float) -> dict[str,
             torch_slt.save_ticket(model_cpu, staging / "ticket.slt.safetensors", prep.spec,
                                   metadata={"method": s.method, "test_accuracy": test_acc})
         _plot(sparsity, staging, s, test_acc)
+        if compact:
+            _compact(prep, staging, quiet, out)
         report = _report(prep, result, sparsity, val_acc, test_acc, t_start, staging)
         (staging / "report.md").write_text(report_markdown(report))
         output.write_json(staging / "report.json", report)
     return report
 
 
-def _compact(prep: Prepared, out: Path, quiet: bool) -> None:
+def _compact(prep: Prepared, out: Path, quiet: bool, final: Path) -> None:
     """Compact the finalized ticket (torch_slt.compact) and write the model and its report."""
     from torch_slt.experiment.train import accuracy
     from torch_slt.structured.compaction import recalibrate_batchnorm
 
-    try:
-        import torch_pruning  # noqa: F401
-    except ImportError:
-        raise CLIError('--compact needs torch-pruning: pip install "torch-slt[structured]"') from None
     model = prep.model.to("cpu")
     train_x, _ = prep.splits.train.tensors()
     # Closed channels' BatchNorm statistics -> 0 so that they output exactly 0 (see docs/compact.md).
@@ -135,8 +135,15 @@ def _compact(prep: Prepared, out: Path, quiet: bool) -> None:
         f"# Compact ticket\n\ntest accuracy {test_acc:.4f}\n\n{rep.to_markdown()}\n")
     if not quiet:
         print(f"torch-slt find: compact model: {rep.params_before} -> {rep.params_after} parameters, "
-              f"MACs x{rep.mac_ratio:.3f}, test {test_acc:.2%} -> {out / 'compact_model.pt'}",
+              f"MACs x{rep.mac_ratio:.3f}, test {test_acc:.2%} -> {final / 'compact_model.pt'}",
               file=sys.stderr)
+
+
+def _require_torch_pruning() -> None:
+    try:
+        import torch_pruning  # noqa: F401
+    except ImportError:
+        raise CLIError('--compact needs torch-pruning: pip install "torch-slt[structured]"') from None
 
 
 def _plot(sparsity: Any, folder: Path, s: RunSettings, test_acc: float) -> None:

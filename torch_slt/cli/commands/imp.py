@@ -14,7 +14,7 @@ import torch
 import torch_slt
 from torch_slt.cli import output
 from torch_slt.cli.prepare import load_data, user_errors
-from torch_slt.cli.settings import CONFIG, CLIError, RunSettings, flag_of
+from torch_slt.cli.settings import CONFIG, CLIError, RunSettings, flag_of, read_config
 from torch_slt.core.errors import SettingError
 
 NAME = "imp"
@@ -99,20 +99,15 @@ def _settings(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], bool
     """The run's flat settings: defaults, then a resumed run's saved settings, then the flags."""
     typed = _typed(args)
     saved: dict[str, Any] = {}
-    if args.resume and (out / CONFIG).exists():
-        saved = output_json(out / CONFIG)["settings"]
+    config = read_config(out, NAME) if args.resume else None
+    if config is not None:
+        saved = config["settings"]
         clash = [f"{flag_of(k)} {v!r} (the run has {saved.get(k)!r})" for k, v in typed.items()
                  if saved.get(k) != v]
         if clash:
             raise CLIError(f"--resume continues the run in {out} with its own settings, but "
                            f"{'; '.join(clash)} differ. Drop those flags, or start a new run elsewhere.")
     return {**_DEFAULTS, **saved, **typed}, bool(saved)
-
-
-def output_json(path: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads(path.read_text())
 
 
 def _imp_config(flat: dict[str, Any]):
@@ -163,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         model = build_model(spec)
     except user_errors() as err:
         raise CLIError(str(err)) from None
-    output.make_out(out)
+    output.make_out(out, resume=bool(args.resume))
     if not resuming:
         output.write_json(out / CONFIG, {"command": NAME, "settings": flat})
     if not args.quiet:
@@ -191,20 +186,24 @@ def _finish(result: Any, model: torch.nn.Module, spec: Any, splits: Any, trainin
     """The report (imp.md), the figure, the last ticket and, with --instability, the line analyses."""
     from torch_slt.lottery import plot_imp
 
-    body = {"settings": flat, "rows": [r.__dict__ | {"remaining": r.remaining} for r in result.rows]}
-    if flat.get("instability"):
-        body["instability"] = _instability(model, splits, training, result, out)
-    ticket = torch_slt.finalize(model.to("cpu"))
-    output.save_state_dict(out / "ticket.safetensors", ticket, spec)
-    try:
-        plot_imp([result], out / "imp.png", title=f"IMP on {spec.name} / {flat.get('dataset', 'digits')}")
-    except ImportError as err:
-        print(f"torch-slt imp: no plot ({err})", file=sys.stderr)
-    (out / "imp.md").write_text(_markdown(result, body))
-    output.write_json(out / "report.json", body)
+    body = {"command": NAME, "settings": flat,
+            "rows": [r.__dict__ | {"remaining": r.remaining} for r in result.rows]}
+    with output.staged(out, last="report.json") as staging:   # a kill leaves no half-written output
+        if flat.get("instability"):
+            body["instability"] = _instability(model, splits, training, result, out, staging)
+        ticket = torch_slt.finalize(model.to("cpu"))
+        output.save_state_dict(staging / "ticket.safetensors", ticket, spec)
+        try:
+            plot_imp([result], staging / "imp.png",
+                     title=f"IMP on {spec.name} / {flat.get('dataset', 'digits')}")
+        except ImportError as err:
+            print(f"torch-slt imp: no plot ({err})", file=sys.stderr)
+        (staging / "imp.md").write_text(_markdown(result, body))
+        output.write_json(staging / "report.json", body)
 
 
-def _instability(model: torch.nn.Module, splits: Any, training: Any, result: Any, out: Path) -> dict[str, Any]:
+def _instability(model: torch.nn.Module, splits: Any, training: Any, result: Any, out: Path,
+                 staging: Path) -> dict[str, Any]:
     import copy
 
     from torch_slt.lottery import RewindPoint, instability, interpolate_from_init, plot_instability, rewind
@@ -217,10 +216,22 @@ def _instability(model: torch.nn.Module, splits: Any, training: Any, result: Any
                       seeds=(seed + 1, seed + 2))
     mli = interpolate_from_init(start, model, splits.test)
     try:
-        plot_instability({f"round {result.tickets()[-1].round} ticket": res}, out / "instability.png")
+        plot_instability({f"round {result.tickets()[-1].round} ticket": res}, staging / "instability.png")
     except ImportError:
         pass
     return {"instability": res.to_dict(), "init_to_trained": mli.to_dict()}
+
+
+def report_markdown(body: dict[str, Any], path: Path) -> str:
+    """imp.md from a run's report.json (``torch-slt inspect`` on an IMP folder)."""
+    from torch_slt.experiment.train import TrainConfig
+    from torch_slt.lottery import IMPConfig, IMPResult, RoundResult
+
+    try:
+        rows = [RoundResult(**{k: v for k, v in r.items() if k != "remaining"}) for r in body["rows"]]
+        return _markdown(IMPResult(IMPConfig(), TrainConfig(), rows), body)
+    except (KeyError, TypeError, AttributeError) as err:
+        raise CLIError(f"{path} is not a readable IMP report ({type(err).__name__}: {err}).") from None
 
 
 def _markdown(result: Any, body: dict[str, Any]) -> str:

@@ -51,30 +51,43 @@ def _inspect_json(path: Path, as_json: bool) -> int:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise CLIError(f"{path} is not a readable JSON report ({err}).") from None
+    if not isinstance(data, dict):
+        raise CLIError(f"{path} is not a torch-slt report (it holds a JSON {type(data).__name__}).")
     if as_json:
         print(json.dumps(data, indent=2))
-    elif data.get("command") == "sweep":
-        print(sweep_markdown(data))
-    elif data.get("command") == "find":
-        print(report_markdown(data))
+    elif data.get("command") in ("sweep", "find"):
+        try:
+            text = (sweep_markdown if data["command"] == "sweep" else report_markdown)(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise CLIError(f"{path} lacks what a finished {data['command']} run records "
+                           f"({type(err).__name__}: {err}); the report is damaged.") from None
+        print(text)
+    elif data.get("command") == "imp" or (path.parent / "imp.json").exists():
+        from torch_slt.cli.commands.imp import report_markdown as imp_markdown
+
+        print(imp_markdown(data, path))   # (before: "not a torch-slt report" on an IMP folder)
     else:
-        raise CLIError(f"{path} is not a torch-slt report.")
+        raise CLIError(f"{path} is not a torch-slt report (a find, sweep or imp run's report.json).")
     return 0
 
 
 def _inspect_compact(path: Path, as_json: bool) -> int:
+    from torch_slt.experiment.ticket import ticket_info
+
     try:
         model, spec, meta = torch_slt.load_ticket(path)
+        version = ticket_info(path)["format_version"]
     except user_errors() + (OSError,) as err:
         raise CLIError(f"{path}: {err}") from None
     rep = torch_slt.report(model)
     data = {"file": str(path), "bytes": path.stat().st_size, "spec": spec.to_dict(), "metadata": meta,
-            "sparsity": rep.to_dict(), "weights_verified": True}
+            "sparsity": rep.to_dict(), "weights_verified": True, "checksum_verified": version >= 2}
     if as_json:
         print(json.dumps(data, indent=2, default=json_default))
         return 0
     print(f"# Compact ticket {path} ({data['bytes']:,} bytes)\n")
-    print("Rebuilt from its spec; the regenerated weights match the stored hash.\n")
+    checked = "Checksum verified; rebuilt" if data["checksum_verified"] else "Rebuilt (format 1: no checksum)"
+    print(f"{checked} from its spec; the regenerated weights match the stored hash.\n")
     print("| | |\n|---|---|")
     for k, v in {**{f"spec.{k}": v for k, v in spec.to_dict().items()}, **meta}.items():
         print(f"| {k} | {v} |")

@@ -28,7 +28,7 @@ from torch_slt.cli.evaluation import (add_eval_flags, eval_settings, evaluation_
 from torch_slt.cli.flags import add_run_flags
 from torch_slt.cli.prepare import check_method_settings, load_data, prepare
 from torch_slt.cli.reports import sweep_markdown
-from torch_slt.cli.settings import CONFIG, CLIError, RunSettings, from_args
+from torch_slt.cli.settings import CONFIG, CLIError, RunSettings, from_args, read_config
 from torch_slt.core.errors import SLTError
 
 NAME = "sweep"
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         output.check_out(out, args.resume)
     saved = _saved_sweep(out) if args.resume else None
-    s, _ = from_args(args, out)
+    s, _ = from_args(args, out, NAME)
     metrics = metric_names(args.metrics) if args.metrics is not None else None
     eval_config = eval_settings(args) if metrics else None
     grid = _grid(args, saved, out)
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     prepare(s, plan[0][0], plan[0][1], splits)
     for method, sp in plan[1:]:
         check_method_settings(s, method, sp, splits)
-    output.make_out(out)
+    output.make_out(out, resume=bool(args.resume))
     if saved is None:
         output.write_json(out / CONFIG, {"command": NAME, "settings": s.to_dict(), **grid})
     (out / CELLS).mkdir(exist_ok=True)
@@ -109,13 +109,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _saved_sweep(out: Path) -> dict[str, Any] | None:
     """The config of the sweep in ``out`` to resume; None when the folder holds no run yet."""
-    path = out / CONFIG
-    if not path.exists():
-        return None
-    saved = json.loads(path.read_text())
-    if saved.get("command") != NAME:
-        raise CLIError(f"--out {out} holds a '{saved.get('command')}' run, not a sweep; resume it with "
-                       f"'torch-slt {saved.get('command')} --out {out} --resume'.")
+    saved = read_config(out, NAME)
+    if saved is not None and not all(k in saved for k in ("methods", "sparsities", "no_dense")):
+        raise CLIError(f"cannot resume {out}: {out / CONFIG} lacks the sweep's grid (methods, sparsities, "
+                       f"no_dense); start a new sweep with another --out.")
     return saved
 
 
@@ -146,7 +143,13 @@ def _cell(s: RunSettings, method: str | None, sparsity: float | None, splits: An
     if done.exists():
         if not quiet:
             print(f"{tag} {label}: finished before, kept", file=sys.stderr)
-        return json.loads(done.read_text())
+        try:
+            row = json.loads(done.read_text())
+        except (OSError, ValueError) as err:
+            raise CLIError(f"cannot read {done} ({err}); delete it to train that cell again.") from None
+        if not isinstance(row, dict):
+            raise CLIError(f"cannot read {done}: it holds no cell row; delete it to train that cell again.")
+        return row
     checkpoint = out / CELLS / f"{label}.ckpt.pt"
     row = _run_one(s, method, sparsity, splits, quiet, tag, out, checkpoint)
     output.write_json(done, row)

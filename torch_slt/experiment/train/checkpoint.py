@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from torch_slt.experiment.files import atomic_write, brief
 from torch_slt.experiment.train.config import _RESUME_FREE, TrainConfig
 
 def _rng_state(loader_gen: torch.Generator) -> dict[str, Any]:
@@ -43,18 +43,26 @@ def _as_tuple(obj: Any) -> Any:
 
 
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)   # a kill during the write leaves the previous checkpoint intact
+    # a kill during the write leaves the previous checkpoint intact; a failed write (disk full) leaves
+    # no checkpoint.pt.tmp
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _load_checkpoint(path: Path, cfg: TrainConfig, method: str | None) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise ValueError(f"fit(): cannot read the checkpoint {path} ({err}); delete it to start "
+        raise ValueError(f"fit(): cannot read the checkpoint {path} ({brief(err)}); delete it to start "
                          f"over") from None
-    saved = TrainConfig.from_dict(ckpt["config"])
+    missing = [k for k in _KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"fit(): the checkpoint {path} lacks {', '.join(missing)}; it is damaged or not a "
+                         f"fit() checkpoint: delete it to start over")
+    try:
+        saved = TrainConfig.from_dict(ckpt["config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"fit(): the checkpoint {path} holds unreadable settings ({err}); delete it to "
+                         f"start over") from None
     diff = [f"{k}: {getattr(saved, k)!r} -> {getattr(cfg, k)!r}" for k in saved.to_dict()
             if k not in _RESUME_FREE and getattr(saved, k) != getattr(cfg, k)]
     if ckpt.get("method") != method:
@@ -62,4 +70,15 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, method: str | None) -> dict[s
     if diff:
         raise ValueError(f"fit(): the checkpoint {path} was written with other settings ({'; '.join(diff)}); "
                          f"resume with the same settings, or start over in a new folder")
+    epoch, history = ckpt["epoch"], ckpt["history"]
+    if not isinstance(epoch, int) or not 0 <= epoch <= cfg.epochs or not isinstance(history, list) \
+            or len(history) != epoch:
+        # (before: epoch=99 of 6 resumed to "stopped after epoch 4 of 6; continue with --resume", forever)
+        n = len(history) if isinstance(history, list) else "no"
+        raise ValueError(f"fit(): the checkpoint {path} says epoch {epoch!r} of a {cfg.epochs}-epoch run "
+                         f"with {n} epochs of history; it is damaged: delete it to start over")
     return ckpt
+
+
+#: What every checkpoint :func:`fit` writes holds.
+_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng", "history", "config", "wall_time")

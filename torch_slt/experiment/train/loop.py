@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch_slt.core.api import gated_tensors, mask_parameters, penalty
 from torch_slt.core.health import check_finite_gates
 from torch_slt.experiment.train.batches import _loader, _logits, _to, accuracy, method_of, resolve_device
+from torch_slt.experiment.files import brief
 from torch_slt.experiment.train.checkpoint import (_load_checkpoint, _rng_state, _save_checkpoint,
                                                   _set_rng_state)
 from torch_slt.experiment.train.config import METHOD_DEFAULTS, FitResult, TrainConfig
@@ -115,12 +116,16 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         ckpt = _load_checkpoint(ckpt_path, cfg, method)
-        model.load_state_dict(ckpt["model"])
-        if optimizer is not None:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"], loader_gen)
+        try:
+            model.load_state_dict(ckpt["model"])
+            if optimizer is not None:
+                optimizer.load_state_dict(ckpt["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(ckpt["scheduler"])
+            _set_rng_state(ckpt["rng"], loader_gen)
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as err:
+            raise ValueError(f"fit(): the checkpoint {ckpt_path} does not fit this model and its training "
+                             f"({brief(err)}); delete it to start over") from None
         start = result.resumed_from = int(ckpt["epoch"])
         result.history = list(ckpt["history"])
         result.wall_time = float(ckpt["wall_time"])
