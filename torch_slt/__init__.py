@@ -17,10 +17,10 @@ from torch_slt.core.api import (apply, finalize, gated_tensors, is_gated, mask_p
 from torch_slt.core.base import FixedMaskMethod, LearnedMaskMethod, SLTMethod
 from torch_slt.core.gated import GatedTensor
 from torch_slt.core.errors import (AlreadyGatedError, DatasetFormatError, DatasetNotFoundError,
-                                   NonFiniteError, NonFiniteGateError, NoTargetsError, NotGatedError,
-                                   SettingError, SLTError, TicketFormatError, TicketMismatchError,
-                                   UnknownDatasetError,
-                                   UnknownMethodError, UnknownModelError, UnsupportedModelError)
+                                   MethodMismatchError, NonFiniteError, NonFiniteGateError, NoTargetsError,
+                                   NotGatedError, SettingError, SLTError, TicketFormatError,
+                                   TicketMismatchError, UnknownDatasetError, UnknownMethodError,
+                                   UnknownModelError, UnsupportedModelError)
 from torch_slt.core.granularity import GranularityError
 from torch_slt.core.masks import MaskError
 from torch_slt.core.registry import get_method, list_methods, register_method
@@ -73,10 +73,10 @@ def __dir__() -> list[str]:
 #: Every error class the library raises on purpose (all subclass SLTError); listed in docs/api.md.
 ERRORS = (
     "AlreadyGatedError", "AnalysisInputError", "CompactError", "ControlError", "DatasetFormatError",
-    "DatasetNotFoundError", "EvaluationInputError", "GranularityError", "MaskError", "NoTargetsError",
-    "NonFiniteError", "NonFiniteGateError", "NotGatedError", "RunFolderError", "SLTError", "SettingError",
-    "SparseExportError", "TicketFormatError", "TicketMismatchError", "UnknownDatasetError", "UnknownMethodError",
-    "UnknownMetricError", "UnknownModelError", "UnsupportedModelError",
+    "DatasetNotFoundError", "EvaluationInputError", "GranularityError", "MaskError", "MethodMismatchError",
+    "NoTargetsError", "NonFiniteError", "NonFiniteGateError", "NotGatedError", "RunFolderError", "SLTError",
+    "SettingError", "SparseExportError", "TicketFormatError", "TicketMismatchError", "UnknownDatasetError",
+    "UnknownMethodError", "UnknownMetricError", "UnknownModelError", "UnsupportedModelError",
 )
 
 __all__ = [

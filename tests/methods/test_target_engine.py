@@ -91,7 +91,15 @@ def test_optimizer_steps_on_other_parameters_do_not_move_the_schedule():
 
 
 @pytest.mark.parametrize("method", ["stg", "hardconcrete", "cs"])
-def test_a_model_whose_gated_layers_have_no_weight_has_a_zero_penalty(method):
-    model = torch_slt.apply(nn.Sequential(nn.Linear(0, 4), nn.Linear(4, 0)), method)
-    value = torch_slt.penalty(model)
-    assert torch.isfinite(value) and float(value) == 0.0
+def test_a_layer_with_no_weight_leaves_the_penalty_that_of_the_others(method):
+    # A 0-weight layer is left out of the targets (issue 20 item 12: it made the penalty 0 / 0 = NaN);
+    # the penalty is that of the same model without it.
+    torch.manual_seed(0)
+    with_empty = torch_slt.apply(nn.Sequential(nn.Linear(0, 4), nn.Linear(4, 3)), method)
+    torch.manual_seed(0)
+    alone = torch_slt.apply(nn.Sequential(nn.Identity(), nn.Linear(4, 3)), method)
+    assert [g.qualified for g in torch_slt.gated_tensors(with_empty)] == ["1.weight"]
+    value = torch_slt.penalty(with_empty)
+    assert torch.isfinite(value) and torch.allclose(value, torch_slt.penalty(alone))
+    with pytest.raises(torch_slt.NoTargetsError, match="no weight"):
+        torch_slt.apply(nn.Sequential(nn.Linear(0, 4), nn.Linear(4, 0)), method)

@@ -11,7 +11,7 @@ from torch.nn.utils import prune
 
 from torch_slt.core.validation import check_kwargs
 from torch_slt.core.base import SLTMethod, refuse_if_pruned, refuse_if_uninitialized
-from torch_slt.core.errors import AlreadyGatedError, NotGatedError
+from torch_slt.core.errors import AlreadyGatedError, NotGatedError, UnsupportedModelError
 from torch_slt.core.registry import get_method
 from torch_slt.core.gated import HISTORY_ATTR as _HISTORY_ATTR
 from torch_slt.core.gated import GatedTensor, gated_tensors
@@ -19,7 +19,10 @@ from torch_slt.core.gated import qualified_name as _qualify
 from torch_slt.core.targets import Selector, Target, select_targets
 
 # Attributes torch_slt keeps on the root model; plain attributes, so never in the state_dict.
-_FROZEN_ATTR = "_slt_frozen"      # {parameter name: requires_grad before apply froze it}
+# {local parameter name: requires_grad before apply froze it}, kept on the module that owns the
+# parameter (not on the root), so finalizing any submodule, or the root after prune.remove took the
+# gates off, or a model gated piece by piece, finds every flag it must restore.
+_FROZEN_ATTR = "_slt_frozen"
 
 
 def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: Selector = None,
@@ -69,15 +72,29 @@ def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: S
         raise TypeError(f"apply(): freeze must be True, False or None, got {freeze!r}")
     prototype = cls(**kwargs)  # validates the hyperparameters before the model is touched
     selected = select_targets(model, targets, exclude)
-    readers = _check_selected(model, selected)
-    extras = dict(zip(selected, prototype.plan(model, selected)))
-    return _gate(model, cls, selected, readers,
-                 lambda target: cls.apply(target.module, target.tensor, **kwargs, **extras[target]),
-                 (cls.learned and not cls.trains_weights) if freeze is None else freeze)
+    readers = _check_selected(model, selected, cls)
+    try:
+        extras = dict(zip(selected, prototype.plan(model, selected)))
+        return _gate(model, cls, selected, readers,
+                     lambda target: cls.apply(target.module, target.tensor, **kwargs, **extras[target]),
+                     (cls.learned and not cls.trains_weights) if freeze is None else freeze)
+    except RuntimeError as err:  # _gate has undone every gate: the model is as it was
+        if "meta" in str(err) and any(getattr(t.module._parameters.get(t.tensor), "is_meta", False)
+                                       for t in selected):
+            raise UnsupportedModelError(
+                f"apply(): {cls.name!r} computes its mask at apply from tensor values (the weights, "
+                f"scores, a random draw or a sparsity target's ranking), and the model lives on the meta "
+                f"device, which holds shapes only. "
+                f"Materialize it first (model.to_empty(device='cpu') then initialize the weights, or load a "
+                f"checkpoint with load_state_dict(..., assign=True)), or gate with a method that needs no "
+                f"values at apply ('stg', 'hardconcrete', 'supermask', 'cs' without sparsity=).") from err
+        raise
 
 
-def _check_selected(model: nn.Module, selected: list[Target]) -> list:
-    """Refuse targets that cannot be gated safely (already pruned, tied); find outside readers."""
+def _check_selected(model: nn.Module, selected: list[Target], cls: type[SLTMethod]) -> list:
+    """Refuse targets that cannot be gated safely (already pruned, tied, a user tensor under a name the
+    gate creates); find outside readers."""
+    from torch_slt.core.base import refuse_name_clash, refuse_sparse_gradient
     from torch_slt.core.checks import check_targets
 
     for target in selected:
@@ -86,6 +103,8 @@ def _check_selected(model: nn.Module, selected: list[Target]) -> list:
         except AlreadyGatedError as err:
             raise AlreadyGatedError(f"apply(): module {target.name!r}: {err}") from None
         refuse_if_uninitialized(target.module, target.tensor, f"apply(): module {target.name!r}")
+        refuse_name_clash(cls, target.module, target.tensor, f"apply(): module {target.name!r}")
+        refuse_sparse_gradient(cls, target.module, target.tensor, f"apply(): module {target.name!r}")
     return check_targets(model, selected)
 
 
@@ -129,19 +148,40 @@ def _apply_with(model: nn.Module, cls: type[SLTMethod], targets: Selector, *, fr
                 install: Callable[[Target], SLTMethod]) -> nn.Module:
     """:func:`apply` with a custom per-tensor ``install`` (used to re-create gates from a checkpoint)."""
     selected = select_targets(model, targets)
-    return _gate(model, cls, selected, _check_selected(model, selected), install, freeze)
+    return _gate(model, cls, selected, _check_selected(model, selected, cls), install, freeze)
 
 
 def _freeze_non_gates(model: nn.Module) -> None:
     gate_ids = {id(p) for p in mask_parameters(model)}
-    # Record gated weights under the name they get back at finalize ("fc.weight", not "fc.weight_orig").
-    final_names = {id(m._parameters[h._tensor_name + "_orig"]): _qualify(n, h._tensor_name)
-                   for n, m, h in gated_tensors(model)}
-    frozen = model.__dict__.setdefault(_FROZEN_ATTR, {})
-    for name, param in model.named_parameters():
-        if id(param) not in gate_ids and param.requires_grad:
-            frozen.setdefault(final_names.get(id(param), name), True)
-            param.requires_grad_(False)
+    # Gated weights are recorded under the name they get back at finalize ("weight", not "weight_orig").
+    final_names = {id(m._parameters[h._tensor_name + "_orig"]): h._tensor_name
+                   for _, m, h in gated_tensors(model)}
+    seen: set[int] = set()
+    for module in model.modules():
+        for name, param in module._parameters.items():
+            if param is None or id(param) in seen:
+                continue
+            seen.add(id(param))  # a tied parameter is recorded on its first owner only
+            if id(param) not in gate_ids and param.requires_grad:
+                record = module.__dict__.setdefault(_FROZEN_ATTR, {})
+                record.setdefault(final_names.get(id(param), name), True)
+                param.requires_grad_(False)
+
+
+def restore_frozen(model: nn.Module) -> bool:
+    """Give back the ``requires_grad`` flags ``apply(freeze=True)`` changed on ``model`` and its
+    submodules; whether there was any to restore."""
+    found = False
+    for module in model.modules():
+        record = module.__dict__.pop(_FROZEN_ATTR, None)
+        if record is None:
+            continue
+        found = True
+        for name, flag in record.items():
+            param = module._parameters.get(name)
+            if param is not None:
+                param.requires_grad_(flag)
+    return found
 
 
 def is_gated(model: nn.Module) -> bool:
@@ -246,12 +286,16 @@ def finalize(model: nn.Module) -> nn.Module:
 
     Each gated ``weight`` becomes a plain Parameter holding ``weight_orig * hard mask`` (the same
     Parameter object as before ``apply``); the hooks, masks and gate tensors are deleted and the
-    ``requires_grad`` flags that ``apply(freeze=True)`` changed are restored. The state_dict then has
+    ``requires_grad`` flags that ``apply(freeze=True)`` changed on ``model`` and its submodules are
+    restored (finalizing one submodule restores its own; the rest come back with the root's finalize,
+    which also restores them when ``torch.nn.utils.prune.remove`` already took every gate off). Inside
+    ``torch.inference_mode()`` the weights are still baked as normal tensors, trainable afterwards.
+    The state_dict then has
     exactly the keys of the unmodified model and loads into it with ``strict=True``; eval outputs equal
     those of the gated model in eval mode.
 
     Raises:
-        NotGatedError: ``model`` carries no torch_slt gate.
+        NotGatedError: ``model`` carries no torch_slt gate (and no flag of an earlier one to restore).
         NonFiniteGateError: a gate holds NaN or infinity (e.g. after a step on a NaN batch); the model
             is left gated and unchanged, and the message names the tensors and the fix.
     """
@@ -260,6 +304,8 @@ def finalize(model: nn.Module) -> nn.Module:
 
     gated = list(gated_tensors(model))
     if not gated:
+        if restore_frozen(model):  # torch's prune.remove took the gates off; the flags are still ours
+            return model
         raise NotGatedError(
             "finalize(): the model has no torch_slt gates; call torch_slt.apply(model, ...) first"
         )
@@ -267,10 +313,7 @@ def finalize(model: nn.Module) -> nn.Module:
     warn_about_ticket(model, "finalize()")
     for _, module, hook in gated:
         prune.remove(module, hook._tensor_name)
-    params = dict(model.named_parameters())
-    for name, flag in model.__dict__.pop(_FROZEN_ATTR, {}).items():
-        if name in params:
-            params[name].requires_grad_(flag)
+    restore_frozen(model)
     return model
 
 

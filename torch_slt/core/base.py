@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from torch_slt.core.errors import AlreadyGatedError, NonFiniteGateError, UnsupportedModelError
-from torch_slt.core.metadata import GateMetadata
+from torch_slt.core.metadata import GateLoadCheck, GateMetadata
 
 
 class SLTMethod(prune.BasePruningMethod):
@@ -49,6 +49,8 @@ class SLTMethod(prune.BasePruningMethod):
     trains_weights: ClassVar[bool] = False
     #: Names of the learned tensors, registered on the module as ``<tensor>_<field>``.
     fields: ClassVar[tuple[str, ...]] = ()
+    #: Other ``<tensor>_<suffix>`` attributes the method may register (``cs``: ``beta``, ``step``).
+    added_names: ClassVar[tuple[str, ...]] = ()
 
     _tensor_name: str | None = None
     #: How many readers of this weight (:mod:`torch_slt.core.checks`) are running: while one is, the
@@ -64,6 +66,14 @@ class SLTMethod(prune.BasePruningMethod):
     def refresh(self, module: nn.Module, inputs: Any = None) -> None:
         """Recompute ``module.<tensor>`` from the gate now (train mode: a fresh sample)."""
         setattr(module, self._tensor_name, self.apply_mask(module))
+
+    @classmethod
+    def names_added(cls, name: str) -> list[str]:
+        """Every attribute gating ``<name>`` may create on its module: ``<name>_orig``, ``<name>_mask``,
+        the learned fields, the method's own extras, and (learned methods) ``<name>_step``, the counter
+        of a sparsity target. :func:`_check_gateable` refuses a module that already holds one."""
+        suffixes = ["orig", "mask", *cls.fields, *cls.added_names] + (["step"] if cls.learned else [])
+        return [f"{name}_{suffix}" for suffix in dict.fromkeys(suffixes)]
 
     # ------------------------------------------------------------------ what a subclass provides
     def hard_mask(self, module: nn.Module) -> Tensor:
@@ -150,6 +160,8 @@ class SLTMethod(prune.BasePruningMethod):
             # Public since torch 2.5 or so; the private twin has the same signature before that.
             getattr(module, "register_state_dict_post_hook", module._register_state_dict_hook)(
                 GateMetadata(method))
+            module._register_load_state_dict_pre_hook(GateLoadCheck(method), with_module=True)
+            module.__dict__["__prepare_scriptable__"] = ScriptRefusal(method)
         except BaseException:
             method._undo(module, orig)
             raise
@@ -185,9 +197,10 @@ class SLTMethod(prune.BasePruningMethod):
             raise NonFiniteGateError(finite.message(bad, f"prune.remove({type(module).__name__}, {name!r})"),
                                      bad)
         orig = module._parameters[name + "_orig"]
-        with torch.no_grad():
+        # Not an inference tensor even inside torch.inference_mode(): one would refuse later training.
+        with torch.inference_mode(False), torch.no_grad():
             baked = orig * self.hard_mask(module).to(orig.dtype)
-        orig.data = baked
+            orig.data = baked
         # prune.remove() deletes the pre-hook itself once this returns.
         self._undo(module, orig, drop_pre_hook=False)
 
@@ -209,8 +222,11 @@ class SLTMethod(prune.BasePruningMethod):
         for hooked in [module, *self.__dict__.pop("_hooked_modules", [])]:
             for hooks in (hooked._forward_pre_hooks, hooked._forward_hooks, hooked._state_dict_hooks,
                           hooked._state_dict_pre_hooks, hooked._load_state_dict_pre_hooks):
-                for key in [k for k, h in hooks.items() if getattr(h, "owner", None) is self]:
+                # (torch wraps load pre-hooks in a _WrappedHook holding ours as .hook)
+                for key in [k for k, h in hooks.items() if _owner(h) is self]:
                     del hooks[key]
+        if _owner(module.__dict__.get("__prepare_scriptable__")) is self:
+            del module.__dict__["__prepare_scriptable__"]
         module._parameters[name] = orig
         _refresh_rnn_weights(module, name)
         order = getattr(self, "_param_order", None)
@@ -220,6 +236,16 @@ class SLTMethod(prune.BasePruningMethod):
             module._parameters.clear()
             module._parameters.update({k: items.pop(k) for k in order if k in items})
             module._parameters.update(items)
+
+
+def in_functorch_transform(tensor: Tensor) -> bool:
+    """Whether ``tensor`` was computed inside a ``torch.func`` transform (``grad``, ``vmap``, ``jvp``
+    over ``functional_call``). Such a transform may not write into tensors captured from outside, so the
+    ``<tensor>_mask`` buffer keeps its last value there (the forward itself uses the fresh mask).
+    Always False while ``torch.compile`` traces, which sees no functorch wrappers."""
+    if torch.compiler.is_compiling():
+        return False
+    return bool(torch._C._functorch.is_functorch_wrapped_tensor(tensor))
 
 
 class LearnedMaskMethod(SLTMethod):
@@ -251,12 +277,29 @@ class LearnedMaskMethod(SLTMethod):
         self._keep_fields_float32(module)
         mask = self.forward_mask(module)  # once per forward: for the buffer and the weight
         buffer = module._buffers.get(name + "_mask")
-        if buffer is not None and buffer is not mask:
+        if buffer is not None and buffer is not mask and not in_functorch_transform(mask):
             with torch.no_grad():
                 buffer.copy_(mask)
         if module.training:
+            if in_functorch_transform(mask):
+                return self._relaxed_in_transform(module, orig, mask)
             return self.relaxed_weight(module, orig, mask)
         return orig * mask
+
+    def _relaxed_in_transform(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
+        """The train-mode weight inside a ``torch.func`` transform: methods whose custom autograd
+        function predates ``setup_context`` cannot run there; say so instead of torch's message."""
+        try:
+            return self.relaxed_weight(module, orig, mask)
+        except RuntimeError as err:
+            if "setup_context" not in str(err):
+                raise
+            method = type(self).name or type(self).__name__
+            raise UnsupportedModelError(
+                f"torch.func: the train-mode forward of {method!r} uses a custom autograd function that "
+                f"torch.func transforms (grad, vmap over functional_call) cannot run. Evaluate in eval mode "
+                f"(model.eval(): the hard mask, which works), use ordinary autograd (loss.backward()) to "
+                f"train, or a method whose train forward supports it ('supermask', 'cs').") from err
 
     def _keep_fields_float32(self, module: nn.Module) -> None:
         # model.half() / .to(bfloat16) after apply cast the gates too; small optimizer steps would
@@ -295,7 +338,9 @@ class FixedMaskMethod(SLTMethod):
         ``magnitude``), within ``default_mask``. ``t`` may be importance scores, as in torch."""
         from torch_slt.core.selection import keep_top
 
-        keep = keep_top([self.tensor_scores(t)], self.sparsity)[0]
+        scores = self.tensor_scores(t)
+        _check_scores([scores], ["the tensor"], type(self))
+        keep = keep_top([scores], self.sparsity)[0]
         return default_mask * keep.to(default_mask.dtype)
 
     def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
@@ -306,6 +351,7 @@ class FixedMaskMethod(SLTMethod):
         from torch_slt.core.selection import keep_top
 
         scores = self.scores(model, targets)
+        _check_scores(scores, [_target_label(t) for t in targets], type(self))
         if self.scope == "global":
             masks = keep_top(scores, self.sparsity)
         else:
@@ -319,6 +365,7 @@ class FixedMaskMethod(SLTMethod):
         if mask is None:
             # Called directly on one module (torch style): rank this tensor alone.
             scores = importance_scores if importance_scores is not None else self.tensor_scores(orig)
+            _check_scores([scores], [f"{type(module).__name__}.{self._tensor_name}"], type(self))
             mask = keep_top([scores], self.sparsity)[0]
         self._initial_mask = mask.to(device=orig.device, dtype=torch.bool)
 
@@ -335,6 +382,17 @@ class FixedMaskMethod(SLTMethod):
         if mask is None:  # during apply, before the buffer exists
             mask = self.__dict__.pop("_initial_mask")
         return mask.bool()
+
+
+def _check_scores(scores: list[Tensor], names: list[str], cls: type) -> None:
+    from torch_slt.core.finite import check_finite_scores
+
+    check_finite_scores(scores, names, f"{getattr(cls, 'name', '') or cls.__name__}")
+
+
+def _target_label(target: Any) -> str:
+    """``"fc.weight"`` for a :class:`~torch_slt.core.targets.Target`, its module name for a pair."""
+    return getattr(target, "qualified", None) or str(target[0])
 
 
 class DetachAfterForward:
@@ -368,6 +426,28 @@ def _refresh_rnn_weights(module: nn.Module, name: str) -> None:
         module._init_flat_weights()
 
 
+def _owner(hook: Any) -> Any:
+    """The gate that installed ``hook`` (looking through torch's ``_WrappedHook``), or None."""
+    return getattr(getattr(hook, "hook", hook), "owner", None)
+
+
+class ScriptRefusal:
+    """Set as the gated module's ``__prepare_scriptable__``, which ``torch.jit.script`` calls on every
+    submodule first: the gate's pre-hook is a Python object TorchScript cannot compile (it would fail
+    with ``'DetachAfterForward' object has no attribute '__name__'``), so say why and what works."""
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner
+
+    def __call__(self) -> None:
+        method = type(self.owner).name or type(self.owner).__name__
+        raise UnsupportedModelError(
+            f"torch.jit.script(): this model carries torch_slt gates ({method!r} on "
+            f"{self.owner._tensor_name!r}), whose forward pre-hooks are Python objects TorchScript cannot "
+            f"compile. Call torch_slt.finalize(model) first (a plain nn.Module, scriptable), or use "
+            f"torch.compile, which traces the hooks.")
+
+
 def _is_detach_hook(hook: Any, name: str) -> bool:
     return isinstance(hook, DetachAfterForward) and hook.name == name
 
@@ -380,12 +460,43 @@ def _check_gateable(cls: type, module: nn.Module, name: str) -> None:
     if found is not None:
         raise UnsupportedModelError(refusal(f"{cls.__name__}.apply()", module, found, name))
     refuse_if_uninitialized(module, name, f"{cls.__name__}.apply()")
+    refuse_name_clash(cls, module, name, f"{cls.__name__}.apply()")
+    refuse_sparse_gradient(cls, module, name, f"{cls.__name__}.apply()")
     orig = getattr(module, name, None)
     if not isinstance(orig, nn.Parameter):
         raise TypeError(
             f"{cls.__name__}.apply(): {type(module).__name__}.{name} must be an nn.Parameter, "
             f"got {type(orig).__name__}"
         )
+
+
+def refuse_name_clash(cls: type, module: nn.Module, name: str, label: str) -> None:
+    """Refuse a module that already holds a parameter, buffer, submodule or attribute under a name the
+    gate would create: registering it would silently replace the user's tensor, and ``finalize``
+    would then delete it."""
+    taken = [key for key in cls.names_added(name)
+             if key in module._parameters or key in module._buffers or key in module._modules
+             or key in module.__dict__]
+    if taken:
+        method = getattr(cls, "name", "") or cls.__name__
+        raise UnsupportedModelError(
+            f"{label}: {type(module).__name__} already has {', '.join(map(repr, taken))}, a name that "
+            f"{method!r} creates when it gates {name!r} (it would overwrite it, and finalize would delete "
+            f"it). Rename your tensor (e.g. register_buffer('my_{taken[0]}', ...)) or leave this module "
+            f"out with exclude=.")
+
+
+def refuse_sparse_gradient(cls: type, module: nn.Module, name: str, label: str) -> None:
+    """``nn.Embedding(sparse=True)`` (and ``EmbeddingBag``) hands back a sparse gradient for its weight; a
+    learned gate's relaxed weight ``orig * f(gate)`` cannot pass it on (backward fails inside torch with
+    "reshape is not implemented for sparse tensors"). Refused before the model is touched."""
+    if getattr(cls, "learned", False) and name == "weight" and getattr(module, "sparse", False) is True:
+        method = getattr(cls, "name", "") or cls.__name__
+        raise UnsupportedModelError(
+            f"{label}: {type(module).__name__}(sparse=True) returns sparse gradients, which the learned gate "
+            f"of {method!r} cannot pass back to its scores. Build the layer with sparse=False (set "
+            f"module.sparse = False; the gate tensors are dense anyway), or gate it with a fixed-mask "
+            f"method ('magnitude', 'random').")
 
 
 def pruning_hook(module: nn.Module, name: str) -> prune.BasePruningMethod | None:

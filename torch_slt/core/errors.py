@@ -23,6 +23,11 @@ class NotGatedError(SLTError, ValueError):
     """The model carries no torch_slt gate where one was expected."""
 
 
+class MethodMismatchError(SLTError, ValueError):
+    """A checkpoint saved from gates of one method is loaded into gates of another (``edgepopup`` scores
+    into ``supermask``): the keys may match while their meaning does not."""
+
+
 class UnknownModelError(SLTError, ValueError):
     """The model name is not in the zoo (or not a timm model)."""
 

@@ -53,3 +53,21 @@ def message(names: list[str], who: str) -> str:
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
     return (f"{who}: the gate tensors {shown} hold NaN or infinite values, so their masks mean "
             f"nothing (a NaN gate reads as pruned). {FIX}")
+
+
+def check_finite_scores(scores: list[Tensor], names: list[str], who: str) -> None:
+    """Refuse importance scores that hold NaN or infinity, before they choose a mask.
+
+    ``topk`` ranks NaN above every number, so a NaN weight or a NaN batch would otherwise pick a mask
+    without a word (SNIP with one NaN row keeps 4/32 of a layer instead of 16/32).
+    """
+    bad = nonfinite(list(zip(names, scores)))
+    if bad:
+        from torch_slt.core.errors import NonFiniteError
+
+        shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+        raise NonFiniteError(
+            f"{who}: the importance scores of {shown} hold NaN or infinite values, so they cannot rank the "
+            f"weights (NaN would rank highest). The weights themselves or the data hold NaN/inf, or the "
+            f"loss overflowed: check torch.isfinite(p).all() for the model's parameters and the batches; "
+            f"the model is left unchanged.")

@@ -127,13 +127,12 @@ def remove_gates(model: nn.Module) -> nn.Module:
     changed are restored. Used to re-mask a ticket's weights differently."""
     gated = list(api.gated_tensors(model))
     if not gated:
+        if api.restore_frozen(model):  # torch's prune.remove took the gates off; the flags are still ours
+            return model
         raise NotGatedError("remove_gates(): the model has no torch_slt gates")
     for _, module, hook in gated:
         hook._undo(module, module._parameters[hook._tensor_name + "_orig"])
-    params = dict(model.named_parameters())
-    for name, flag in model.__dict__.pop(api._FROZEN_ATTR, {}).items():
-        if name in params:
-            params[name].requires_grad_(flag)
+    api.restore_frozen(model)
     history = model.__dict__.get(HISTORY_ATTR, {})
     for name, module, hook in gated:
         history.pop(qualified_name(name, hook._tensor_name), None)

@@ -70,3 +70,34 @@ def saved_gates(state_dict: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         info = (metadata.get(module_name) or {}).get(METADATA_KEY, {}).get(tensor)
         found.setdefault(module_name, {})[tensor] = info
     return found
+
+
+class GateLoadCheck:
+    """``load_state_dict`` pre-hook installed with every gate: refuses a checkpoint whose metadata says
+    this tensor was gated by another method (torch would load ``edgepopup``'s scores into ``supermask``
+    saying "All keys matched"). Runs inside torch's own ``nn.Module.load_state_dict`` too."""
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner          # the gating method; its _undo removes this hook
+
+    def __call__(self, module: nn.Module, state_dict: Any, prefix: str, local_metadata: dict,
+                 *args: Any) -> None:
+        saved = (local_metadata.get(METADATA_KEY) or {}).get(self.owner._tensor_name)
+        refuse_other_method(saved, self.owner, prefix + self.owner._tensor_name, "load_state_dict()")
+
+
+def refuse_other_method(saved: Any, hook: Any, qualified: str, who: str) -> None:
+    """Raise :class:`~torch_slt.core.errors.MethodMismatchError` when the description ``saved`` (from a
+    checkpoint's metadata) names another method than the gate ``hook``."""
+    if not isinstance(saved, Mapping) or "method" not in saved:
+        return
+    mine = describe(hook)["method"]
+    if saved["method"] != mine:
+        from torch_slt.core.errors import MethodMismatchError
+
+        raise MethodMismatchError(
+            f"{who}: {qualified} was saved from a {saved['method']!r} gate, but the model gates it with "
+            f"{mine!r}; the tensors would load (the keys may even match) but mean something else. Load it "
+            f"into an ungated model with torch_slt.load_state_dict(model, state_dict), which re-creates "
+            f"the {saved['method']!r} gates, or gate the model with {saved['method']!r} first. Nothing was "
+            f"loaded into this module.")

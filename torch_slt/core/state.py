@@ -40,9 +40,10 @@ import torch
 from torch import Tensor, nn
 
 from torch_slt.core import api
-from torch_slt.core.base import FixedMaskMethod, pruning_hook
+from torch_slt.core.base import FixedMaskMethod, SLTMethod, pruning_hook
 from torch_slt.core.errors import NotGatedError
-from torch_slt.core.metadata import METADATA_KEY, saved_gates
+from torch_slt.core.gated import HISTORY_ATTR
+from torch_slt.core.metadata import METADATA_KEY, refuse_other_method, saved_gates
 from torch_slt.core.registry import get_method
 
 # ------------------------------------------------------------------------------------------ loading
@@ -69,7 +70,9 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], strict: boo
 
     Raises:
         NotGatedError: ``state_dict`` has no gated tensor and ``method`` was given (nothing to gate).
-        ValueError: the method of a gated tensor is unknown; the message says to pass ``method=``.
+        ValueError: the method of a gated tensor is unknown; the message says to pass ``method=``; or
+            a tensor's shape differs from the model's (nothing gated or loaded then).
+        MethodMismatchError: a tensor the model already gates was saved from another method.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"load_state_dict(): model must be an nn.Module, got {type(model).__name__}")
@@ -88,8 +91,14 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], strict: boo
             module = modules.get(module_name)
             if module is None:
                 continue                               # left for strict loading to report
-            if pruning_hook(module, tensor) is not None:
-                continue                               # already gated: the load fills it
+            existing = pruning_hook(module, tensor)
+            if existing is not None:                   # already gated: the load fills it, if it fits
+                if isinstance(existing, SLTMethod):
+                    refuse_other_method(info, existing, _key(module_name, tensor), "load_state_dict()")
+                    if method is not None and get_method(method) is not type(existing):
+                        refuse_other_method({"method": get_method(method).name}, existing,
+                                            _key(module_name, tensor), "load_state_dict()")
+                continue
             if method is None and info is None:
                 raise ValueError(
                     f"load_state_dict(): {module_name}.{tensor} is gated in the checkpoint but its method "
@@ -105,17 +114,92 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], strict: boo
             key = json.dumps([cls.name, config], sort_keys=True, default=str)
             groups.setdefault(key, (cls, config, []))[2].append((module_name, tensor))
 
-    for cls, config, names in groups.values():
-        wanted = set(names)
-        selector = lambda n, p, m, wanted=wanted: (n, p) in wanted  # noqa: E731
-        if issubclass(cls, FixedMaskMethod):
-            masks = {(n, t): state_dict[_key(n, t) + "_mask"] for n, t in names}
-            api._apply_with(model, cls, selector, freeze=bool(freeze),
-                            install=lambda target, cls=cls, config=config, masks=masks:
-                            _restore_fixed(cls, config, target, masks[(target.name, target.tensor)]))
+    _refuse_shape_mismatch(model, state_dict, {(n, t) for _, _, names in groups.values() for n, t in names})
+    undo = _Rollback(model)
+    try:
+        for cls, config, names in groups.values():
+            wanted = set(names)
+            selector = lambda n, p, m, wanted=wanted: (n, p) in wanted  # noqa: E731
+            if issubclass(cls, FixedMaskMethod):
+                masks = {(n, t): state_dict[_key(n, t) + "_mask"] for n, t in names}
+                api._apply_with(model, cls, selector, freeze=bool(freeze),
+                                install=lambda target, cls=cls, config=config, masks=masks:
+                                _restore_fixed(cls, config, target, masks[(target.name, target.tensor)]))
+            else:
+                api.apply(model, cls, targets=selector, freeze=freeze, **config)
+        if strict:
+            _refuse_key_mismatch(model, state_dict)
+        return model.load_state_dict(state_dict, strict=strict)
+    except BaseException:
+        undo()
+        raise
+
+
+class _Rollback:
+    """Takes off the gates :func:`load_state_dict` added, and restores the ``requires_grad`` flags and
+    their records, when the load then fails: the model is left as it was given."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.gated = {(id(m), h._tensor_name) for _, m, h in api.gated_tensors(model)}
+        self.flags = [(p, p.requires_grad) for p in model.parameters()]
+        self.records = [(m, dict(m.__dict__[api._FROZEN_ATTR]) if api._FROZEN_ATTR in m.__dict__ else None)
+                        for m in model.modules()]
+        self.history = dict(model.__dict__.get(HISTORY_ATTR) or {})
+        self.had_history = HISTORY_ATTR in model.__dict__
+
+    def __call__(self) -> None:
+        for _, module, hook in list(api.gated_tensors(self.model)):
+            if (id(module), hook._tensor_name) not in self.gated:
+                hook._undo(module, module._parameters[hook._tensor_name + "_orig"])
+        for module, record in self.records:
+            if record is None:
+                module.__dict__.pop(api._FROZEN_ATTR, None)
+            else:
+                module.__dict__[api._FROZEN_ATTR] = record
+        for param, flag in self.flags:
+            param.requires_grad_(flag)
+        if self.had_history:
+            self.model.__dict__[HISTORY_ATTR] = self.history
         else:
-            api.apply(model, cls, targets=selector, freeze=freeze, **config)
-    return model.load_state_dict(state_dict, strict=strict)
+            self.model.__dict__.pop(HISTORY_ATTR, None)
+
+
+def _refuse_key_mismatch(model: nn.Module, state_dict: Mapping[str, Any]) -> None:
+    """torch's strict load copies every matching tensor before it reports missing or unexpected keys;
+    check them first, so that a refused checkpoint changes nothing."""
+    expected, given = set(model.state_dict().keys()), set(state_dict.keys())
+    # BatchNorm fills a num_batches_tracked missing from checkpoints older than its counter.
+    missing = sorted(k for k in expected - given if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(given - expected)
+    if missing or unexpected:
+        parts = [f"{label} {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise RuntimeError(
+            f"load_state_dict(): the checkpoint does not fit the model ({'; '.join(parts)}). Check that it "
+            f"was saved from this architecture, or pass strict=False; nothing was gated or loaded.")
+
+
+def _refuse_shape_mismatch(model: nn.Module, state_dict: Mapping[str, Any],
+                           to_gate: set[tuple[str, str]]) -> None:
+    """Compare every tensor of ``state_dict`` with the model's, before anything is gated or loaded.
+
+    torch reports a size mismatch only after loading every other tensor, and by then the gates this
+    function added are on the model: a checkpoint of a wider model would leave a narrower one gated and
+    half loaded. ``<m>.<t>_orig`` of a tensor about to be gated is compared with ``<m>.<t>``.
+    """
+    own = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    renamed = {_key(n, t) + "_orig": _key(n, t) for n, t in to_gate}
+    wrong = []
+    for key, value in state_dict.items():
+        mine = own.get(renamed.get(key, key))
+        if isinstance(value, Tensor) and mine is not None and tuple(value.shape) != tuple(mine.shape):
+            wrong.append(f"{key}: checkpoint {tuple(value.shape)}, model {tuple(mine.shape)}")
+    if wrong:
+        shown = "; ".join(wrong[:6]) + (f"; and {len(wrong) - 6} more" if len(wrong) > 6 else "")
+        raise ValueError(
+            f"load_state_dict(): the checkpoint was saved from a model of another size ({shown}). Build the "
+            f"model with the checkpoint's sizes; nothing was gated or loaded.")
 
 
 def _restore_fixed(cls: type, config: dict[str, Any], target: Any, mask: Tensor) -> Any:

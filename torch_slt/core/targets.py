@@ -11,7 +11,8 @@ Defaults (``targets=None``):
 * the recurrent weights (``weight_ih_l*``, ``weight_hh_l*``, ``weight_hr_l*``) of ``nn.RNN``,
   ``nn.LSTM`` and ``nn.GRU``.
 
-Embeddings (and anything else that owns a ``weight``) are gated when named.
+Embeddings (and anything else that owns a ``weight``) are gated when named. Tensors with no weight at
+all (``nn.Linear(4, 0)``) are left out.
 """
 
 from __future__ import annotations
@@ -225,12 +226,34 @@ def select_targets(model: nn.Module, targets: Selector = None, exclude: Selector
         selected.extend(Target(name, module, t) for t in tensors)
     if not selected:
         raise NoTargetsError(_no_match_message(model, targets, exclude))
+    selected = _drop_empty(selected)
     for target in selected:
         found = parametrization_of(target.module, target.tensor)
         if found is not None:
             raise UnsupportedModelError(refusal(f"apply(): module {target.name!r}", target.module, found,
                                                 target.tensor))
     return selected
+
+
+def _drop_empty(selected: list[Target]) -> list[Target]:
+    """Leave out tensors with no weight at all (``nn.Linear(4, 0)``): a mask over nothing has nothing to
+    choose, counts 0 in every kept fraction (a 0/0 penalty, a ``max()`` over no entry), and the layer
+    behaves the same ungated. Refused when nothing else is selected."""
+    # _parameters, not getattr: reading a parametrized weight would run its parametrization (spectral
+    # norm's power iteration updates buffers); those are refused later anyway.
+    kept = [t for t in selected if _is_uninitialized(t)
+            or not isinstance(t.module._parameters.get(t.tensor), Tensor)
+            or t.module._parameters[t.tensor].numel() > 0]
+    if not kept:
+        shown = ", ".join(f"{t.qualified} {tuple(t.module._parameters[t.tensor].shape)}"
+                          for t in selected[:6])
+        raise NoTargetsError(f"apply(): every selected tensor has no weight ({shown}), so there is nothing "
+                             f"to gate; select layers with at least one weight.")
+    return kept
+
+
+def _is_uninitialized(target: Target) -> bool:
+    return isinstance(target.module._parameters.get(target.tensor), nn.parameter.UninitializedParameter)
 
 
 def _no_match_message(model: nn.Module, targets: Selector, exclude: Selector) -> str:

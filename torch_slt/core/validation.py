@@ -26,6 +26,11 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+#: The same checks under public names, for methods that validate their own arguments (``seed``,
+#: ``iterations``, ``score_init``).
+is_real, is_integer = _is_real, _is_integer
+
+
 def sparsity_or_amount(sparsity: Any, amount: Any, who: str) -> tuple[Any, str]:
     """``amount`` is torch.nn.utils.prune's name for the fraction removed: accept either, never both.
 

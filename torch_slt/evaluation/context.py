@@ -63,7 +63,27 @@ class EvalContext:
         """Logits (float32, on the CPU) of ``inputs``, in batches of ``settings.batch_size``."""
         out = [_logits(self.model(chunk.to(self.device))).float().cpu()
                for chunk in inputs.split(self.settings.batch_size)]
-        return torch.cat(out) if out else torch.empty(0, self.num_classes)
+        logits = torch.cat(out) if out else torch.empty(0, self.num_classes)
+        check_finite_outputs(logits, inputs)
+        return logits
+
+
+def check_finite_outputs(logits: Tensor, inputs: Tensor) -> None:
+    """Refuse NaN or infinite logits: argmax still picks a class (so accuracy looks plausible) while the
+    likelihood and calibration are NaN, and every number would describe a broken model."""
+    finite = torch.isfinite(logits).flatten(1).all(dim=1) if logits.ndim > 1 else torch.isfinite(logits)
+    if bool(finite.all()):
+        return
+    from torch_slt.core.errors import NonFiniteError
+
+    bad = int((~finite).sum())
+    cause = ("the inputs themselves hold NaN/inf: repair or drop those samples"
+             if inputs.is_floating_point() and not bool(torch.isfinite(inputs).all()) else
+             "check the model's parameters and buffers with torch.isfinite(p).all() (a training step on a "
+             "NaN batch, an overflow in float16), and for a gated model torch_slt.report(model)")
+    raise NonFiniteError(f"evaluate(): the model's outputs for {bad} of {len(logits)} test inputs hold NaN "
+                         f"or infinite values, so accuracy, NLL and calibration would be meaningless; "
+                         f"{cause}.")
 
 
 _logits = logits_of

@@ -59,6 +59,8 @@ def evaluate(model: nn.Module, data: Any, metrics: Sequence[str] | str | None = 
     device = torch.device(settings.device) if settings.device else next(
         (p.device for p in model.parameters()), torch.device("cpu"))
     num_classes = _num_classes(model, inputs[:1].to(device))
+    _check_labels(labels, num_classes)
+    _warn_about_gates(model)
     ctx = EvalContext(model, inputs, labels, settings, pixels_of(data, inputs, settings), device, num_classes,
                       reference=reference)
     was_training = model.training
@@ -70,6 +72,28 @@ def evaluate(model: nn.Module, data: Any, metrics: Sequence[str] | str | None = 
     finally:
         model.train(was_training)
     return result
+
+
+def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
+    """Labels must index the model's outputs: an out-of-range label would raise deep inside the cross
+    entropy (or, for accuracy, silently never match)."""
+    bad = (labels < 0) | (labels >= num_classes)
+    if bool(bad.any()):
+        values = sorted({int(v) for v in labels[bad][:1000].tolist()})
+        shown = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
+        raise EvaluationInputError(
+            f"evaluate(): {int(bad.sum())} label(s) are outside 0..{num_classes - 1} (the model outputs "
+            f"{num_classes} classes): {shown}. Labels must be class indices of the model's outputs; check "
+            f"that the data and the model have the same classes (and that labels start at 0).")
+
+
+def _warn_about_gates(model: nn.Module) -> None:
+    """A gated model evaluates its hard masks: say so when they keep nothing (or look unfinished)."""
+    from torch_slt.core.api import is_gated
+    from torch_slt.core.health import warn_about_ticket
+
+    if is_gated(model):
+        warn_about_ticket(model, "evaluate()")
 
 
 def _metric_names(metrics: Sequence[str] | str | None) -> list[str]:

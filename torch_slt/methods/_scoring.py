@@ -202,6 +202,7 @@ def batch_loss(model: nn.Module, batch: Batch, loss_fn: LossFn, device: torch.de
                temperature: float = 1.0) -> Tensor:
     """``loss_fn(logits(model(inputs)) / temperature, targets)``, a scalar, with clear errors."""
     inputs, targets = to_device(batch[0], device), to_device(batch[1], device)
+    check_finite_inputs(inputs, who)
     out = logits(forward(model, inputs, who), who)
     if temperature != 1.0:
         out = out / temperature
@@ -215,7 +216,31 @@ def batch_loss(model: nn.Module, batch: Batch, loss_fn: LossFn, device: torch.de
         ) from err
     if not isinstance(loss, Tensor) or loss.numel() != 1:
         raise ValueError(f"{who}: loss_fn must return a scalar tensor, got {_describe(loss)}")
+    if not bool(torch.isfinite(loss.detach()).all()):
+        from torch_slt.core.errors import NonFiniteError
+
+        raise NonFiniteError(
+            f"{who}: the loss on a data batch is {loss.item()}, so its gradients cannot score the weights; "
+            f"check the model's weights and outputs for NaN/inf (torch.isfinite) or use a loss_fn that "
+            f"stays finite. The model is left unchanged.")
     return loss.reshape(())
+
+
+def check_finite_inputs(inputs: Any, who: str) -> None:
+    """Refuse a batch whose floating inputs hold NaN or infinity: its gradients would be NaN and the
+    scores would rank NaN first (a mask chosen by NaN, without a word)."""
+    tensors = inputs.items() if isinstance(inputs, Mapping) else [("inputs", inputs)]
+    for key, value in tensors:
+        if isinstance(value, Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            from torch_slt.core.errors import NonFiniteError
+
+            bad = int((~torch.isfinite(value)).sum())
+            where = "inputs" if key == "inputs" else f"inputs[{key!r}]"
+            raise NonFiniteError(
+                f"{who}: the data batch's {where} hold {bad} NaN or infinite value(s) (shape "
+                f"{tuple(value.shape)}); scores from them would choose the mask by NaN. Drop or repair those "
+                f"samples (e.g. x[torch.isfinite(x).flatten(1).all(1)]) and pass finite data. The model is "
+                f"left unchanged.")
 
 
 def grads(output: Tensor, weights: list[Tensor], **kwargs: Any) -> list[Tensor]:

@@ -50,6 +50,9 @@ from torch_slt.core.registry import register_method
 from torch_slt.core.schedule import register_clock, unregister_clock
 from torch_slt.core.validation import check_finite, check_nonnegative, check_optional_positive_int
 
+#: Below this initial logit float32's sigmoid underflows (to a subnormal near -87, to 0 near -104).
+_MASK_INIT_MIN = -80.0
+
 
 @register_method("cs")
 class ContinuousSparsification(LearnedMaskMethod):
@@ -65,6 +68,7 @@ class ContinuousSparsification(LearnedMaskMethod):
             no penalty (the reference's ``model.ticket = True``); set by :func:`to_ticket`.
     """
 
+    added_names = ("beta", "step")
     description = "continuous sparsification (Savarese et al. 2020): sigmoid(beta s) mask, beta annealed; weights trained"
     fields = ("scores",)
     trains_weights = True
@@ -73,6 +77,11 @@ class ContinuousSparsification(LearnedMaskMethod):
                  total_steps: int | None = None, ticket: bool = False) -> None:
         self.lam = check_nonnegative("lam", lam, "cs")
         self.mask_init = check_finite("mask_init", mask_init, "cs")
+        if self.mask_init < _MASK_INIT_MIN:
+            raise ValueError(
+                f"cs: mask_init={mask_init!r} is below {_MASK_INIT_MIN}: sigmoid(mask_init) underflows to 0 "
+                f"in float32, so the soft mask sigmoid(beta s) / sigmoid(mask_init) starts as 0 / 0. The "
+                f"paper uses 0; a negative value prunes more, use one in [{_MASK_INIT_MIN}, 0)")
         self.final_temp = check_finite("final_temp", final_temp, "cs")
         if self.final_temp < 1:
             raise ValueError(f"cs: final_temp={final_temp!r} must be at least 1 (the temperature starts at 1 "

@@ -25,6 +25,7 @@ from torch_slt.core.granularity import GroupLayout, keep_top_groups, layout_for
 from torch_slt.methods._groups import Grouped
 
 from torch_slt.core.base import FixedMaskMethod
+from torch_slt.core.finite import check_finite_scores
 from torch_slt.core.targets import target_tensor
 from torch_slt.core.registry import register_method
 
@@ -60,6 +61,7 @@ class Magnitude(Grouped, FixedMaskMethod):
         # One score per group, its L1 norm; groups are kept whole, counted by their weights.
         layouts = [layout_for(model, t, self.granularity) for t in targets]
         scores = [lay.reduce(target_tensor(t).detach().abs()) for t, lay in zip(targets, layouts)]
+        check_finite_scores(scores, [getattr(t, "qualified", t[0]) for t in targets], "magnitude")
         if self.scope == "global":
             masks = keep_top_groups(scores, layouts, self.sparsity)
         else:
@@ -71,7 +73,9 @@ class Magnitude(Grouped, FixedMaskMethod):
         if mask is None and importance_scores is None and self.granularity != "weight":
             # Called on one module (torch_slt.prune.magnitude): rank this tensor's groups alone.
             layout = self.layout(orig)
-            mask = keep_top_groups([layout.reduce(orig.detach().abs())], [layout], self.sparsity)[0]
+            scores = layout.reduce(orig.detach().abs())
+            check_finite_scores([scores], [f"{type(module).__name__}.{self._tensor_name}"], "magnitude")
+            mask = keep_top_groups([scores], [layout], self.sparsity)[0]
         super().init_state(module, orig, mask, importance_scores)
 
     def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from torch_slt.core.base import FixedMaskMethod
+from torch_slt.core.validation import is_integer
 from torch_slt.core.registry import register_method
 from torch_slt.core.targets import target_tensor
 
@@ -55,9 +56,9 @@ class Random(FixedMaskMethod):
     def __init__(self, sparsity: float | None = None, scope: str = "global", seed: int = 0, *,
                  amount: float | None = None) -> None:
         super().__init__(sparsity, scope, amount=amount)
-        if isinstance(seed, bool) or not isinstance(seed, int):
+        if not is_integer(seed):
             raise TypeError(f"random: seed must be an int, got {seed!r}")
-        self.seed = seed
+        self.seed = int(seed)
 
     def _generator(self) -> torch.Generator:
         # A stream of its own: see the module docstring for why not manual_seed(self.seed).

@@ -37,23 +37,29 @@ import math
 import torch
 from torch import Tensor, nn
 
-from torch_slt.core.validation import check_choice, check_probability
+from torch_slt.core.validation import check_choice, check_probability, is_real
 from torch_slt.core.base import LearnedMaskMethod
 from torch_slt.core.registry import register_method
 
 
 class _BernoulliMask(torch.autograd.Function):
-    """``weight * m`` with ``m ~ Bernoulli(sigmoid(scores))``, straight-through to ``sigmoid(scores)``.
+    """``weight * m`` for a sampled ``m ~ Bernoulli(sigmoid(scores))``, straight-through to
+    ``sigmoid(scores)``.
 
     Saves the sampled mask as booleans (only when the weight needs a gradient); ``sigmoid'(s)`` is
-    recomputed from the scores, a leaf saved for free.
+    recomputed from the scores, a leaf saved for free. The mask is drawn outside and the context set in
+    ``setup_context``, so the function also runs inside ``torch.func`` transforms (``grad`` over
+    ``functional_call``).
     """
 
     @staticmethod
-    def forward(ctx, weight: Tensor, scores: Tensor) -> Tensor:
-        mask = torch.rand_like(scores) < torch.sigmoid(scores)
-        ctx.save_for_backward(weight, scores, mask if ctx.needs_input_grad[0] else None)
+    def forward(weight: Tensor, scores: Tensor, mask: Tensor) -> Tensor:
         return weight * mask
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        weight, scores, mask = inputs
+        ctx.save_for_backward(weight, scores, mask if ctx.needs_input_grad[0] else None)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -64,7 +70,7 @@ class _BernoulliMask(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             p = torch.sigmoid(scores)
             grad_scores = (grad_out * weight).to(scores.dtype).mul_(p).mul_(1 - p)
-        return grad_weight, grad_scores
+        return grad_weight, grad_scores, None
 
 
 @register_method("supermask")
@@ -82,8 +88,7 @@ class Supermask(LearnedMaskMethod):
     fields = ("scores",)
 
     def __init__(self, score_init: float = 0.0, threshold: float = 0.5, eval_mode: str = "hard") -> None:
-        if isinstance(score_init, bool) or not isinstance(score_init, (int, float)) \
-                or not math.isfinite(score_init):
+        if not is_real(score_init) or not math.isfinite(score_init):
             raise ValueError(f"supermask: score_init={score_init!r} must be a finite number (a logit)")
         self.score_init = float(score_init)
         self.threshold = check_probability("threshold", threshold, "supermask")
@@ -96,7 +101,10 @@ class Supermask(LearnedMaskMethod):
         module.register_parameter(f"{self._tensor_name}_scores", nn.Parameter(scores))
 
     def relaxed_weight(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
-        return _BernoulliMask.apply(orig, self.field(module, "scores"))
+        scores = self.field(module, "scores")
+        with torch.no_grad():
+            sample = torch.rand_like(scores) < torch.sigmoid(scores)
+        return _BernoulliMask.apply(orig, scores, sample)
 
     def hard_mask(self, module: nn.Module) -> Tensor:
         return self.field(module, "scores").detach() > self._score_cut

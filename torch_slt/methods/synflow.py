@@ -39,7 +39,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from torch_slt.core.validation import check_choice
+from torch_slt.core.validation import check_choice, is_integer
 from torch_slt.core.base import FixedMaskMethod
 from torch_slt.core.targets import target_tensor
 from torch_slt.methods import _scoring
@@ -71,17 +71,17 @@ class Synflow(FixedMaskMethod):
                  schedule: str = "exponential", input_shape: Sequence[int] | None = None,
                  data: Any = None, *, amount: float | None = None) -> None:
         super().__init__(sparsity, scope, amount=amount)
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        if not is_integer(iterations) or iterations < 1:
             raise ValueError(f"synflow: iterations={iterations!r} must be an int >= 1 (the paper uses 100)")
-        self.iterations = iterations
+        self.iterations = int(iterations)
         self.schedule = check_choice("schedule", schedule, ("exponential", "linear"))
         if input_shape is not None:
-            if isinstance(input_shape, int):
+            if is_integer(input_shape):
                 input_shape = (input_shape,)
             try:
                 valid = not isinstance(input_shape, (str, bytes)) and all(
-                    isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in input_shape)
-                shape = tuple(input_shape) if valid else ()
+                    is_integer(s) and s >= 1 for s in input_shape)
+                shape = tuple(int(s) for s in input_shape) if valid else ()
             except TypeError:
                 shape = ()
             if not shape:
@@ -112,6 +112,7 @@ class Synflow(FixedMaskMethod):
                masks: list[Tensor] | None = None) -> list[Tensor]:
         """One round of SynFlow scores (float64, on the weights' devices); weights where ``masks`` is
         False count as zero (so they score 0)."""
+        _check_finite_parameters(model)
         with _scoring.preserved_state(model), torch.enable_grad():
             flow = _Linearized(model, targets, self._sample_shape())
             return flow.scores(masks)
@@ -124,6 +125,7 @@ class Synflow(FixedMaskMethod):
         masks = [torch.ones_like(target_tensor(t), dtype=torch.bool) for t in targets]
         if self.sparsity == 0.0:
             return masks
+        _check_finite_parameters(model)
         with _scoring.preserved_state(model), torch.enable_grad():
             flow = _Linearized(model, targets, self._sample_shape())
             for t in range(1, self.iterations + 1):
@@ -151,6 +153,16 @@ class Synflow(FixedMaskMethod):
                    importance_scores: Tensor | None) -> None:
         super().init_state(module, orig, mask, importance_scores)
         self.data = None  # only its shape was needed; keep no reference on the model
+
+
+def _check_finite_parameters(model: nn.Module) -> None:
+    """SynFlow's flow runs through every parameter and buffer: one NaN makes every score NaN (and the
+    flow would look like an overflow), so say which tensor holds it."""
+    from torch_slt.core.finite import check_finite_scores
+
+    tensors = [(n, t.detach()) for n, t in [*model.named_parameters(), *model.named_buffers()]
+               if t.is_floating_point()]
+    check_finite_scores([t for _, t in tensors], [n for n, _ in tensors], "synflow")
 
 
 class _Linearized:

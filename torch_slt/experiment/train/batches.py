@@ -115,15 +115,24 @@ def accuracy(model: nn.Module, data: Dataset | DataLoader | Iterable, *, batch_s
     was_training = model.training
     model.eval()
     correct = total = 0
+    bad = torch.zeros((), dtype=torch.int64)
     try:
         for batch in _loader(data, batch_size, shuffle=False, device=torch.device(device)):
             inputs, targets = _to(batch, torch.device(device))
-            correct += int((_logits(model(inputs)).argmax(-1) == targets).sum())
+            logits = _logits(model(inputs))
+            correct += int((logits.argmax(-1) == targets).sum())
             total += targets.numel()
+            rows = (~torch.isfinite(logits.detach())).reshape(len(logits), -1).any(1)
+            bad = bad.to(logits.device) + rows.sum()
     finally:
         model.train(was_training)
     if total == 0:
         raise ValueError("accuracy(): the data is empty")
+    if int(bad):
+        warnings.warn(f"accuracy(): the model's outputs for {int(bad)} of {total} inputs hold NaN or "
+                      f"infinite values, so this accuracy ({correct / total:.4f}) describes a broken model; "
+                      f"check the parameters with torch.isfinite(p).all() and the inputs",
+                      RuntimeWarning, stacklevel=2)
     return correct / total
 
 
