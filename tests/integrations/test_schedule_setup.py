@@ -78,6 +78,9 @@ def test_slt_trainer_sets_total_steps_from_the_training_arguments(run, steps, tm
     with caplog.at_level(logging.INFO, logger="torch_slt.integrations.hf"), warnings.catch_warnings():
         warnings.simplefilter("error")   # no warning of our own ("ramp never trained" above all)
         warnings.filterwarnings("ignore", module="(transformers|torch|accelerate).*")
+        # A few steps of a tiny random ViT may close all of one q/k projection under the global
+        # ranking; the health check saying so is right, and not what this test is about.
+        warnings.filterwarnings("ignore", message=".*keeps no weight of", category=UserWarning)
         trainer.train()
         torch_slt.finalize(model)
     assert trainer.state.max_steps == steps
