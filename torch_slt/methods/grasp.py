@@ -59,8 +59,8 @@ class Grasp(_scoring.DataScoredMethod):
 
     def __init__(self, sparsity: float | None = None, scope: str = "global", data: Any = None,
                  loss_fn: _scoring.LossFn | None = None, temperature: float = 200.0, *,
-                 amount: float | None = None) -> None:
-        super().__init__(sparsity, scope, data, loss_fn, amount=amount)
+                 amount: float | None = None, rounding: str = "torch") -> None:
+        super().__init__(sparsity, scope, data, loss_fn, amount=amount, rounding=rounding)
         self.temperature = check_positive("temperature", temperature, "grasp")
 
     def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
