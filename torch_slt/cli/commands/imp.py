@@ -31,7 +31,7 @@ _RESUME_FREE = {"out", "resume", "quiet", "device", "threads", "stop_after", "fu
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from torch_slt.experiment.data import DATASETS
-    from torch_slt.experiment.init import INITIALIZERS
+    from torch_slt.experiment.init import INITIALIZERS, canonical
     from torch_slt.experiment.zoo import MODEL_NAMES
     from torch_slt.lottery.config import CONTROLS
 
@@ -59,7 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir", help="where the dataset files are")
     g.add_argument("--model", help=f"{', '.join(MODEL_NAMES)} or timm:NAME (default lenet300)")
     g.add_argument("--width", type=float, help="multiplies the hidden widths (default 1)")
-    g.add_argument("--init", choices=INITIALIZERS, help="weight initialisation (default kaiming-normal)")
+    g.add_argument("--init", type=canonical, choices=INITIALIZERS,
+                   help="weight initialisation (default kaiming-normal; ukn, kn, sc, usc work too)")
     g.add_argument("--epochs", type=int, help="training epochs per round (default 10)")
     g.add_argument("--batch-size", type=int, help="default 60, as the paper's LeNet")
     g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), help="default adam")
