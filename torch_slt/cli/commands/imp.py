@@ -36,6 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from torch_slt.lottery.config import CONTROLS
 
     g = p.add_argument_group("pruning")
+    g.add_argument("--preset", choices=("paper", "open_lth"),
+                   help="a reference's pruning settings, under any flag given: paper = layer-wise at "
+                   "--prune-rate 0.2 with the output layer at 0.1 (Frankle & Carbin's LeNet); open_lth = "
+                   "global at 0.2 with the output layer dense (open_lth's LeNet). Default: neither (global, "
+                   "output layer at half rate)")
     g.add_argument("--rounds", type=int, help="pruning rounds after the dense round 0 (default 5; 19 at "
                    "0.2 leave 1.4%% of the weights)")
     g.add_argument("--prune-rate", type=float, help="fraction of the remaining weights removed per round "
@@ -88,7 +93,7 @@ _DEFAULTS = {"rounds": 5, "epochs": 10, "batch_size": 60, "instability": False}
 
 
 def _typed(args: argparse.Namespace) -> dict[str, Any]:
-    names = _IMP_FLAGS + _RUN_FLAGS + _TRAIN_FLAGS + ("instability",)
+    names = _IMP_FLAGS + _RUN_FLAGS + _TRAIN_FLAGS + ("instability", "preset")
     typed = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if "controls" in typed:
         typed["controls"] = [c.strip().lower().replace("-", "_") for c in typed["controls"].split(",")
@@ -119,9 +124,11 @@ def output_json(path: Path) -> dict[str, Any]:
 def _imp_config(flat: dict[str, Any]):
     from torch_slt.lottery import IMPConfig
 
+    from torch_slt.lottery.config import PRESETS
+
     kwargs = {k: flat[k] for k in _IMP_FLAGS if flat.get(k) is not None}
     try:
-        return IMPConfig(**kwargs)
+        return IMPConfig(**{**PRESETS.get(flat.get("preset"), {}), **kwargs})
     except SettingError as err:
         raise CLIError(f"{flag_of(err.setting)} {err.value!r} {err.reason}") from None
 
