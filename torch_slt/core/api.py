@@ -18,6 +18,7 @@ from torch_slt.core.targets import Selector, Target, select_targets
 # Attributes torch_slt keeps on the root model; plain attributes, so never in the state_dict.
 _FROZEN_ATTR = "_slt_frozen"      # {parameter name: requires_grad before apply froze it}
 _HISTORY_ATTR = "_slt_history"    # {tensor name: method name}, kept after finalize for report()
+_FORMULATION_ATTR = "_slt_formulation"  # {tensor name: formulation label}, written by finalize for report()
 
 
 def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: Selector = None,
@@ -247,6 +248,7 @@ def finalize(model: nn.Module) -> nn.Module:
         )
     check_finite_gates(model, "finalize()")
     warn_about_ticket(model, "finalize()")
+    record_formulations(model)
     for _, module, hook in gated:
         prune.remove(module, hook._tensor_name)
     params = dict(model.named_parameters())
@@ -254,6 +256,16 @@ def finalize(model: nn.Module) -> nn.Module:
         if name in params:
             params[name].requires_grad_(flag)
     return model
+
+
+def record_formulations(model: nn.Module) -> dict[str, str]:
+    """Store the formulation label of every gated tensor on ``model`` (:mod:`torch_slt.core.formulation`),
+    so that :func:`torch_slt.report` still names it after :func:`finalize` removed the gates."""
+    from torch_slt.core.formulation import formulation
+
+    labels = {_qualify(n, h._tensor_name): formulation(h) for n, _, h in gated_tensors(model)}
+    model.__dict__.setdefault(_FORMULATION_ATTR, {}).update(labels)
+    return labels
 
 
 def _qualify(module_name: str, tensor_name: str) -> str:

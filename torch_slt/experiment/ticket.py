@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torch_slt.core.api import _HISTORY_ATTR, finalize, is_gated
+from torch_slt.core.api import _FORMULATION_ATTR, _HISTORY_ATTR, finalize, is_gated
 from torch_slt.core.errors import TicketMismatchError
 from torch_slt.core.targets import is_default_target
 from torch_slt.experiment.zoo import TIMM_PREFIX, ModelSpec, build_model
@@ -133,6 +133,7 @@ def save_ticket(path: str | os.PathLike, model: nn.Module, spec: ModelSpec,
         final = finalize(copy.deepcopy(model))
     else:
         final = model
+    labels = dict(final.__dict__.get(_FORMULATION_ATTR) or {})
     state = {k: v.detach().to("cpu") for k, v in final.state_dict().items()}
     reference = build_model(spec)
     ref = reference.state_dict()
@@ -177,6 +178,7 @@ def save_ticket(path: str | os.PathLike, model: nn.Module, spec: ModelSpec,
         "weights_hash": weights_hash(reference),
         "versions": json.dumps(_versions(spec), sort_keys=True),
         "gated": json.dumps({k: gated[k] for k in state if k in gated}),
+        "formulation": json.dumps({k: labels[k] for k in state if k in labels}),
         "kind": "weak" if trained_values or stored_params else "strong",
         "kept": str(kept),
         "total": str(total),
@@ -244,6 +246,7 @@ def ticket_info(path: str | os.PathLike) -> dict[str, Any]:
         "weights_hash": raw["weights_hash"],
         "versions": json.loads(raw["versions"]),
         "gated": json.loads(raw["gated"]),
+        "formulation": json.loads(raw.get("formulation", "{}")),   # absent in tickets before issue 19
         "kind": raw["kind"],
         "kept": kept,
         "total": total,
@@ -299,6 +302,7 @@ def load_ticket(path: str | os.PathLike, *,
             if name.startswith("state/"):
                 state[name[len("state/"):]].copy_(tensor)
     model.__dict__[_HISTORY_ATTR] = dict(info["gated"])
+    model.__dict__[_FORMULATION_ATTR] = dict(info["formulation"])
     return model.to(map_location).eval(), spec, info["metadata"]
 
 
