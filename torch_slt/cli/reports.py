@@ -11,11 +11,18 @@ def fmt_pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.2%}"
 
 
+def formulation_of_run(r: dict[str, Any]) -> str:
+    """The formulation that made the run's ticket (``"stg (paper: lam=0.1)"``...); the bare method name
+    for a report written before torch_slt named formulations."""
+    return r.get("method", {}).get("formulation") or r["settings"]["method"]
+
+
 def report_markdown(r: dict[str, Any]) -> str:
     s, acc, sp, par = r["settings"], r["accuracy"], r["sparsity"], r["parameters"]
     lines = [
-        f"# Ticket: {s['method']} on {s['model']} / {s['dataset']}", "",
+        f"# Ticket: {formulation_of_run(r)} on {s['model']} / {s['dataset']}", "",
         "| | |", "|---|---|",
+        f"| formulation | {formulation_of_run(r)} |",
         f"| test accuracy | {acc['test']:.2%} |",
         f"| val accuracy | {acc['val']:.2%} |",
         f"| sparsity (gated weights removed) | {sp['sparsity']:.2%} "
@@ -51,7 +58,7 @@ def report_markdown(r: dict[str, Any]) -> str:
 
 def summary(r: dict[str, Any], out: Path) -> str:
     sp = r["sparsity"]
-    return (f"test accuracy {r['accuracy']['test']:.2%} (val {r['accuracy']['val']:.2%}) with "
+    return (f"{formulation_of_run(r)}: test accuracy {r['accuracy']['test']:.2%} (val {r['accuracy']['val']:.2%}) with "
             f"{sp['sparsity']:.2%} of the gated weights removed ({sp['kept']:,} of {sp['total']:,} kept); "
             f"{r['wall_time_s']['total']:.1f} s. Ticket and report in {out}/")
 
@@ -60,7 +67,7 @@ def summary_table(r: dict[str, Any], out: Path) -> str:
     """The final summary: accuracy, sparsity overall and per layer, time, where the files are."""
     s, sp = r["settings"], r["sparsity"]
     width = max([len(row["name"]) for row in sp["layers"]] + [16])
-    lines = [f"{s['method']} on {s['model']} / {s['dataset']}",
+    lines = [f"{formulation_of_run(r)} on {s['model']} / {s['dataset']}",
              f"  {'test accuracy':<{width}}  {r['accuracy']['test']:>8.2%}   "
              f"(val {r['accuracy']['val']:.2%})",
              f"  {'sparsity':<{width}}  {sp['sparsity']:>8.2%}   "
