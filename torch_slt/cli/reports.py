@@ -83,16 +83,23 @@ def sweep_markdown(r: dict[str, Any], short: bool = False) -> str:
     s = r["settings"]
     title = f"# Sweep: {s['model']} / {s['dataset']}, seed {s['seed']}, {s['epochs']} epochs"
     lines = [] if short else [title, "", "![accuracy against sparsity](curve.png)", ""]
-    lines += ["| method | target sparsity | sparsity | val accuracy | test accuracy | time (s) |",
-              "|---|---:|---:|---:|---:|---:|"]
+    lines += ["| method | target sparsity | lam | formulation | sparsity | val accuracy | test accuracy "
+              "| time (s) |", "|---|---:|---:|---|---:|---:|---:|---:|"]
     rows = list(r["rows"]) + ([r["dense"]] if r["dense"] else [])
     for row in rows:
         target = "-" if row["target_sparsity"] is None else f"{row['target_sparsity']:.0%}"
-        lines.append(f"| {row['method']} | {target} | {row['sparsity']:.2%} | {row['val_accuracy']:.2%} "
-                     f"| {row['test_accuracy']:.2%} | {row['wall_time_s']:.1f} |")
+        lam = "-" if row.get("lam") is None else f"{row['lam']:g}"
+        lines.append(f"| {row['method']} | {target} | {lam} | {row.get('formulation') or row['method']} "
+                     f"| {row['sparsity']:.2%} | {row['val_accuracy']:.2%} | {row['test_accuracy']:.2%} "
+                     f"| {row['wall_time_s']:.1f} |")
     if not short:
         weights = "are trained too (--train-weights)" if s["train_weights"] else "stay frozen"
         lines += ["", f"The weights {weights}. Learned-mask methods train their masks; one-shot methods "
                   "choose theirs once at apply. `dense` trains every weight. Methods without a sparsity "
-                  "target run once; their sparsity is what they reached.", ""]
+                  "target run once; their sparsity is what they reached.", "",
+                  "Formulations: a gate method with a target sparsity is torch_slt's hybrid (`+ exact target "
+                  "(torch_slt)`: exact top-k selection, straight-through gradient, cubic ramp); with a `lam` and "
+                  "no target it is the paper's (`(paper: lam=...)`: hard mask P(z != 0) > 0.5, no "
+                  "straight-through), whose sparsity is what the penalty reached. The plot draws one curve per "
+                  "formulation.", ""]
     return "\n".join(lines)

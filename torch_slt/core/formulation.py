@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,6 +66,17 @@ def formulation_of(method: str | None, config: Mapping[str, Any], detail: bool =
             parts.append("train mode")
         return f"{method} ({', '.join(parts)})"
     return str(method)
+
+
+def formulation_family(label: str) -> str:
+    """``label`` without its settings, for one curve per formulation in a plot: ``"stg (paper: lam=0.1)"``
+    -> ``"stg (paper)"``; labels without settings are returned as they are.
+
+    Example:
+        >>> formulation_family("stg (paper: lam=0.1)"), formulation_family("stg + exact target (torch_slt)")
+        ('stg (paper)', 'stg + exact target (torch_slt)')
+    """
+    return re.sub(r"\((\w+): [^)]*\)", r"(\1)", label)
 
 
 def _gate_label(method: str, config: Mapping[str, Any], detail: bool) -> str:
