@@ -56,7 +56,7 @@ def test_evaluation_script_writes_tables_and_figures(tmp_path):
 def test_targets_script_writes_tables_with_every_target_checked(tmp_path):
     stem = tmp_path / "targets"
     out = _run("bench/targets.py", "--quick", "--out", str(stem))
-    assert "| stg `sparsity=` | Adam 0.05 cosine |" in out and "| edgepopup | SGD 0.1 cosine |" in out
+    assert "| stg + exact target (torch_slt) | Adam 0.05 cosine |" in out and "| edgepopup | SGD 0.1 cosine |" in out
     for target in ("1. sparsity within 0.5 point", "3. stg with a target", "4. hardconcrete"):
         assert target in out
     cells = json.loads(stem.with_suffix(".json").read_text())["cells"]

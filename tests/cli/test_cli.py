@@ -186,6 +186,40 @@ def test_sweep_shares_one_network_and_writes_table_and_plot(tmp_path, capsys):
     assert rc == 0 and "| magnitude | 90% |" in text
 
 
+def test_sweep_lams_runs_the_papers_formulation_and_names_every_formulation(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    rc, _, err = _run(["sweep", "--methods", "stg,magnitude", "--sparsities", "0.7", "--lams", "0.01,10",
+                       "--epochs", "1", "--batch-size", "128", "--no-dense", "--quiet", "--device", "cpu",
+                       "--out", str(out)], capsys)
+    assert rc == 0, err
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [(r["method"], r["target_sparsity"], r["lam"], r["formulation"]) for r in rows] == [
+        ("stg", 0.7, None, "stg + exact target (torch_slt)"),
+        ("stg", None, 0.01, "stg (paper: lam=0.01)"), ("stg", None, 10.0, "stg (paper: lam=10)"),
+        ("magnitude", 0.7, None, "magnitude (global)")]
+    paper = {r["lam"]: r["sparsity"] for r in rows if r["lam"] is not None}
+    assert paper[10.0] > paper[0.01]          # the sparsity the penalty reached, not a target
+    kwargs = rows[1]["kwargs"]
+    assert kwargs["lam"] == 0.01 and kwargs["sparsity"] is None
+    from torch_slt.experiment.ticket import ticket_info
+
+    info = ticket_info(out / rows[2]["ticket"])
+    assert info["metadata"]["formulation"] == "stg (paper: lam=10)"
+    assert set(info["formulation"].values()) == {"stg (paper: lam=10)"}
+    assert "| stg | - | 10 | stg (paper: lam=10) |" in (out / "sweep.md").read_text()
+    assert (out / "curve.png").exists() and (out / "cells" / "stg-lam10.json").exists()
+
+
+def test_sweep_lams_needs_a_gate_method_and_numbers(tmp_path, capsys):
+    rc, _, err = _run(["sweep", "--methods", "magnitude", "--lams", "0.1", "--out", str(tmp_path / "s")], capsys)
+    assert rc == 2 and "add stg or hardconcrete" in err and not (tmp_path / "s").exists()
+    rc, _, err = _run(["sweep", "--methods", "stg", "--lams", "0.1,x", "--out", str(tmp_path / "s")], capsys)
+    assert rc == 2 and "--lams '0.1,x'" in err
+    rc, _, err = _run(["sweep", "--methods", "magnitude", "--sparsities", "none", "--out", str(tmp_path / "s")],
+                      capsys)
+    assert rc == 2 and "no cell to run" in err
+
+
 def test_sweep_rejects_bad_lists(tmp_path, capsys):
     rc, _, err = _run(["sweep", "--methods", "stg,nope", "--out", str(tmp_path / "s")], capsys)
     assert rc == 2 and "unknown method 'nope'" in err

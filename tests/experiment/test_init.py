@@ -16,7 +16,8 @@ def _net() -> nn.Module:
 
 def test_exported_from_package():
     assert torch_slt.experiment.init.initialize is initialize
-    assert INITIALIZERS == ("kaiming-normal", "scaled-kaiming-normal", "signed-constant")
+    assert INITIALIZERS == ("kaiming-normal", "scaled-kaiming-normal", "signed-constant",
+                            "unscaled-signed-constant")
 
 
 def test_fan_in_of_linear_conv_grouped_and_hf_conv1d():
@@ -81,3 +82,28 @@ def test_bad_scheme_and_density_are_clear_errors():
         initialize(nn.Linear(2, 2), "signed-constant", density=0.0)
     with pytest.raises(ValueError, match="KEPT"):
         initialize(nn.Linear(2, 2), density=1.5)
+
+
+def test_unscaled_signed_constant_ignores_density_and_takes_the_paper_alias():
+    g = torch.Generator().manual_seed(0)
+    layer = initialize(nn.Linear(50, 40, bias=False), "usc", density=0.1, generator=g)
+    assert sorted(set(round(v, 6) for v in layer.weight.abs().flatten().tolist())) == [0.2]  # sqrt(2/50)
+    signs = torch.sign(initialize(nn.Linear(50, 40, bias=False), "kaiming-normal",
+                                  generator=torch.Generator().manual_seed(0)).weight)
+    assert torch.equal(torch.sign(layer.weight), signs)   # the signs of the same Kaiming draw
+    scaled = initialize(nn.Linear(50, 40, bias=False), "sc", density=0.5, generator=g)
+    assert sorted(set(round(v, 4) for v in scaled.weight.abs().flatten().tolist())) == [0.2828]
+
+
+def test_cli_init_usc_builds_an_unscaled_signed_constant_network():
+    import argparse
+
+    from torch_slt.cli.flags import add_run_flags
+    from torch_slt.experiment.zoo import ModelSpec
+
+    p = argparse.ArgumentParser()
+    add_run_flags(p)
+    assert p.parse_args(["--init", "usc"]).init == "unscaled-signed-constant"
+    with pytest.raises(SystemExit):
+        p.parse_args(["--init", "uniform"])
+    assert ModelSpec("lenet300", (1, 8, 8), 10, init="usc").init == "unscaled-signed-constant"

@@ -25,7 +25,7 @@ def _ticket(tmp_path, weak=False):
     if weak:
         with torch.no_grad():
             model[1].weight.mul_(1.5)
-    return torch_slt.save_ticket(tmp_path / "t.slt.safetensors", model, SPEC), model
+    return torch_slt.save_ticket(model, tmp_path / "t.slt.safetensors", SPEC), model
 
 
 def _rewrite(path, tensors=None, header=None, *, checksum=True):

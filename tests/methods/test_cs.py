@@ -103,8 +103,9 @@ def test_next_round_is_the_reference_prune():
     _set_scores(layer, [0.5, -0.2, 0.01])
     set_temperature(layer, 10.0)
     next_round(layer)
-    # s <- min(beta s, s0): beta s = 5.0, -2.0, 0.1 -> the kept restart at s0, the removed stay below
-    assert layer.weight_scores.flatten().tolist() == pytest.approx([-0.1, -2.0, -0.1])
+    # The reference sets temp = 1, then prune() clamps temp * s: s <- min(s, s0) = -0.1, -0.2, -0.1.
+    # (min(beta s, s0) at beta 10 would give -2.0 for the removed weight: ten times further away.)
+    assert layer.weight_scores.flatten().tolist() == pytest.approx([-0.1, -0.2, -0.1])
     assert temperature(layer) == 1.0 and int(layer.weight_step) == 0
 
 
@@ -176,3 +177,33 @@ def test_a_rewind_point_of_a_cs_model_holds_only_the_network():
     rewind(net, point)
     assert torch.equal(net[0].weight_orig, initial["0.weight"])
     assert bool((net[0].weight_scores == 3.0).all())        # the mask is not rewound
+
+
+def test_reference_targets_gate_only_the_larger_convolutions():
+    from torch_slt.methods.cs import reference_targets
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv_a = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+            self.downsample = nn.Conv2d(3, 4, 1, bias=False)
+            self.classifier = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.classifier((self.conv_a(x) + self.downsample(x)).mean((2, 3)))
+
+    model = torch_slt.apply(Block(), "cs", lam=0.1, targets=reference_targets)
+    assert [n for n, _ in model.named_parameters() if n.endswith("_scores")] == ["conv_a.weight_scores"]
+    assert isinstance(model.downsample.weight, nn.Parameter) and isinstance(model.classifier.weight, nn.Parameter)
+
+
+def test_nesterov_reaches_the_optimizer_and_needs_sgd_momentum():
+    from torch_slt.core.errors import SettingError
+    from torch_slt.experiment.train import TrainConfig
+    from torch_slt.experiment.train.loop import _optimizer
+
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True).resolved("cs")
+    opt = _optimizer([{"params": [nn.Parameter(torch.zeros(2))]}], cfg)
+    assert opt.defaults["nesterov"] is True and opt.defaults["momentum"] == 0.9
+    with pytest.raises(SettingError, match="nesterov=True needs optimizer='sgd' with momentum > 0"):
+        TrainConfig(optimizer="adam", nesterov=True).resolved("cs")

@@ -117,3 +117,53 @@ def test_wrong_shape_data_raises_and_leaves_model_unchanged():
 ])
 def test_bad_hyperparameters_raise_and_leave_model_unchanged(kwargs, error, match):
     check_bad_input("grasp", stateful_net(), error, match, data=image_batch(), **kwargs)
+
+
+def _bn_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 3)).double()
+    with torch.no_grad():  # running statistics far from the batch's, so the two modes differ
+        net[1].running_mean.fill_(2.0)
+        net[1].running_var.fill_(5.0)
+    return net
+
+
+def test_train_mode_scores_with_batch_statistics_as_the_original():
+    model = _bn_net()
+    batch = data()
+    running = (model[1].running_mean.clone(), model[1].running_var.clone(), int(model[1].num_batches_tracked))
+
+    class Pair(nn.Module):          # finite_difference_scores reads model[0] and model[2]
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def __getitem__(self, i):
+            return self.net[{0: 0, 2: 3}[i]]
+
+        def forward(self, x):
+            return self.net(x)
+
+    model.train()
+    expected = finite_difference_scores(Pair(model), [batch], 200.0)   # by hand, in train mode
+    model.eval()
+    with torch.no_grad():
+        model[1].running_mean.copy_(running[0]); model[1].running_var.copy_(running[1])
+        model[1].num_batches_tracked.fill_(running[2])
+    got = grasp_scores(model, sparsity=0.5, data=batch, mode="train")
+    for e, s in zip(expected, got):
+        torch.testing.assert_close(s, e, rtol=1e-5, atol=1e-7 * float(e.abs().max()))
+    eval_scores = grasp_scores(model, sparsity=0.5, data=batch)
+    assert not torch.allclose(eval_scores[0], got[0])              # eval mode: running statistics
+    assert not model.training and torch.equal(model[1].running_mean, running[0])
+    assert int(model[1].num_batches_tracked) == running[2]
+
+
+def test_modes_agree_without_batchnorm_and_a_bad_mode_is_refused():
+    model, batch = tiny(), data()
+    for a, b in zip(grasp_scores(model, sparsity=0.5, data=batch, mode="train"),
+                    grasp_scores(model, sparsity=0.5, data=batch)):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="mode='test'"):
+        torch_slt.apply(model, "grasp", sparsity=0.5, data=batch, mode="test")
+    assert not torch_slt.is_gated(model)

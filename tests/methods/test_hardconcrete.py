@@ -92,3 +92,28 @@ def test_bad_hyperparameters_raise_and_leave_the_model_alone():
         with pytest.raises((TypeError, ValueError), match=match):
             torch_slt.apply(model, "hardconcrete", **kwargs)
     assert not torch_slt.is_gated(model)
+
+
+def test_reference_mask_rule_keeps_where_the_reference_test_gate_is_nonzero():
+    # The reference's test gate min(1, max(0, sigmoid(a) * 1.2 - 0.1)) is 0 up to sigmoid(a) = 1/12,
+    # i.e. a = log(1/11) = -2.3979; the default rule keeps from a = (2/3) log(1/11) = -1.5986.
+    assert hc.REFERENCE_CUT == pytest.approx(-math.log(11.0))
+    values = [-2.45, -2.35, -1.65, -1.55]
+    gate = torch.clamp(torch.sigmoid(torch.tensor(values)) * (hc.ZETA - hc.GAMMA) + hc.GAMMA, 0, 1)
+    assert (gate > 0).tolist() == [False, True, True, True]          # the reference's rule, by hand
+    reference = gated_layer(values, mask_rule="reference").eval()
+    reference(torch.eye(4))
+    assert reference.weight_mask.tolist() == [[False, True, True, True]]
+    default = gated_layer(values).eval()
+    default(torch.eye(4))
+    assert default.weight_mask.tolist() == [[False, False, False, True]]
+
+
+def test_reference_mask_rule_refuses_a_threshold_or_a_target():
+    model = nn.Linear(3, 3)
+    for kwargs in ({"threshold": 0.6}, {"sparsity": 0.5}):
+        with pytest.raises(ValueError, match="mask_rule='reference'"):
+            torch_slt.apply(model, "hardconcrete", mask_rule="reference", **kwargs)
+    with pytest.raises(ValueError, match="mask_rule='median'"):
+        torch_slt.apply(model, "hardconcrete", mask_rule="median")
+    assert not torch_slt.is_gated(model)

@@ -131,8 +131,9 @@ def _sweep_tickets(path: Path, dataset: str | None, data_dir: str | None) -> Run
     tickets = []
     for row in sweep["rows"]:
         if row.get("ticket"):
-            target = row.get("target_sparsity")
-            label = row["method"] + (f"-{target}" if target is not None else "")
+            target, lam = row.get("target_sparsity"), row.get("lam")
+            label = row["method"] + (f"-{target}" if target is not None else "") + (
+                f"-lam{lam:g}" if lam is not None else "")   # the paper's formulation (sweep --lams)
             tickets.append(Target(label, path / row["ticket"], row["method"], row["sparsity"], target))
     dense = None
     if sweep.get("dense") and sweep["dense"].get("ticket"):

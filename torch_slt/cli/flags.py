@@ -11,7 +11,7 @@ def add_run_flags(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     """Method, data/model, training and output flags. They default to None so that ``--resume`` can
     tell the flags a user typed from the ones left at their default."""
     from torch_slt.experiment.data import DATASETS
-    from torch_slt.experiment.init import INITIALIZERS
+    from torch_slt.experiment.init import INITIALIZERS, canonical
     from torch_slt.experiment.zoo import MODEL_NAMES
 
     defaults = RunSettings().training
@@ -36,8 +36,10 @@ def add_run_flags(p: argparse.ArgumentParser, sweep: bool = False) -> None:
                    help="download missing dataset files (never done otherwise)")
     g.add_argument("--model", help=f"{', '.join(MODEL_NAMES)} or timm:NAME (default lenet300)")
     g.add_argument("--width", type=float, help="multiplies the hidden widths (default 1)")
-    g.add_argument("--init", choices=INITIALIZERS,
-                   help="random weight initialisation (default kaiming-normal)")
+    g.add_argument("--init", type=canonical, choices=INITIALIZERS,
+                   help="random weight initialisation (default kaiming-normal); the paper's short names "
+                   "ukn, kn, sc, usc work too; usc (unscaled-signed-constant) is never scaled by the "
+                   "kept fraction, sc and kn are")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, help=f"training epochs (default {defaults.epochs})")
     g.add_argument("--lr", type=float, help="learning rate of the masks (default: per method, see "

@@ -207,7 +207,9 @@ def prepare(s: RunSettings, method: str | None, sparsity: float | None, splits: 
 
     try:
         device = resolve_device(s.device)
-        density = 1.0 if s.init == "kaiming-normal" or sparsity is None else 1.0 - sparsity
+        from torch_slt.experiment.init import UNSCALED, canonical
+
+        density = 1.0 if canonical(s.init) in UNSCALED or sparsity is None else 1.0 - sparsity
         spec = ModelSpec(s.model, tuple(splits.in_shape), splits.num_classes, width=s.width, init=s.init,
                          density=density, seed=s.seed)
         config = train_config(s, method, device)

@@ -11,11 +11,18 @@ def fmt_pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.2%}"
 
 
+def formulation_of_run(r: dict[str, Any]) -> str:
+    """The formulation that made the run's ticket (``"stg (paper: lam=0.1)"``...); the bare method name
+    for a report written before torch_slt named formulations."""
+    return r.get("method", {}).get("formulation") or r["settings"]["method"]
+
+
 def report_markdown(r: dict[str, Any]) -> str:
     s, acc, sp, par = r["settings"], r["accuracy"], r["sparsity"], r["parameters"]
     lines = [
-        f"# Ticket: {s['method']} on {s['model']} / {s['dataset']}", "",
+        f"# Ticket: {formulation_of_run(r)} on {s['model']} / {s['dataset']}", "",
         "| | |", "|---|---|",
+        f"| formulation | {formulation_of_run(r)} |",
         f"| test accuracy | {acc['test']:.2%} |",
         f"| val accuracy | {acc['val']:.2%} |",
         f"| sparsity (gated weights removed) | {sp['sparsity']:.2%} "
@@ -51,7 +58,7 @@ def report_markdown(r: dict[str, Any]) -> str:
 
 def summary(r: dict[str, Any], out: Path) -> str:
     sp = r["sparsity"]
-    return (f"test accuracy {r['accuracy']['test']:.2%} (val {r['accuracy']['val']:.2%}) with "
+    return (f"{formulation_of_run(r)}: test accuracy {r['accuracy']['test']:.2%} (val {r['accuracy']['val']:.2%}) with "
             f"{sp['sparsity']:.2%} of the gated weights removed ({sp['kept']:,} of {sp['total']:,} kept); "
             f"{r['wall_time_s']['total']:.1f} s. Ticket and report in {out}/")
 
@@ -60,7 +67,7 @@ def summary_table(r: dict[str, Any], out: Path) -> str:
     """The final summary: accuracy, sparsity overall and per layer, time, where the files are."""
     s, sp = r["settings"], r["sparsity"]
     width = max([len(row["name"]) for row in sp["layers"]] + [16])
-    lines = [f"{s['method']} on {s['model']} / {s['dataset']}",
+    lines = [f"{formulation_of_run(r)} on {s['model']} / {s['dataset']}",
              f"  {'test accuracy':<{width}}  {r['accuracy']['test']:>8.2%}   "
              f"(val {r['accuracy']['val']:.2%})",
              f"  {'sparsity':<{width}}  {sp['sparsity']:>8.2%}   "
@@ -76,16 +83,23 @@ def sweep_markdown(r: dict[str, Any], short: bool = False) -> str:
     s = r["settings"]
     title = f"# Sweep: {s['model']} / {s['dataset']}, seed {s['seed']}, {s['epochs']} epochs"
     lines = [] if short else [title, "", "![accuracy against sparsity](curve.png)", ""]
-    lines += ["| method | target sparsity | sparsity | val accuracy | test accuracy | time (s) |",
-              "|---|---:|---:|---:|---:|---:|"]
+    lines += ["| method | target sparsity | lam | formulation | sparsity | val accuracy | test accuracy "
+              "| time (s) |", "|---|---:|---:|---|---:|---:|---:|---:|"]
     rows = list(r["rows"]) + ([r["dense"]] if r["dense"] else [])
     for row in rows:
         target = "-" if row["target_sparsity"] is None else f"{row['target_sparsity']:.0%}"
-        lines.append(f"| {row['method']} | {target} | {row['sparsity']:.2%} | {row['val_accuracy']:.2%} "
-                     f"| {row['test_accuracy']:.2%} | {row['wall_time_s']:.1f} |")
+        lam = "-" if row.get("lam") is None else f"{row['lam']:g}"
+        lines.append(f"| {row['method']} | {target} | {lam} | {row.get('formulation') or row['method']} "
+                     f"| {row['sparsity']:.2%} | {row['val_accuracy']:.2%} | {row['test_accuracy']:.2%} "
+                     f"| {row['wall_time_s']:.1f} |")
     if not short:
         weights = "are trained too (--train-weights)" if s["train_weights"] else "stay frozen"
         lines += ["", f"The weights {weights}. Learned-mask methods train their masks; one-shot methods "
                   "choose theirs once at apply. `dense` trains every weight. Methods without a sparsity "
-                  "target run once; their sparsity is what they reached.", ""]
+                  "target run once; their sparsity is what they reached.", "",
+                  "Formulations: a gate method with a target sparsity is torch_slt's hybrid (`+ exact target "
+                  "(torch_slt)`: exact top-k selection, straight-through gradient, cubic ramp); with a `lam` and "
+                  "no target it is the paper's (`(paper: lam=...)`: hard mask P(z != 0) > 0.5, no "
+                  "straight-through), whose sparsity is what the penalty reached. The plot draws one curve per "
+                  "formulation.", ""]
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from torch_slt.core.base import SLTMethod, refuse_if_pruned, refuse_if_uninitial
 from torch_slt.core.errors import AlreadyGatedError, NotGatedError, UnsupportedModelError
 from torch_slt.core.registry import get_method
 from torch_slt.core.gated import HISTORY_ATTR as _HISTORY_ATTR
-from torch_slt.core.gated import GatedTensor, gated_tensors
+from torch_slt.core.gated import GatedTensor, gated_tensors, record_gate_formulations
 from torch_slt.core.gated import qualified_name as _qualify
 from torch_slt.core.targets import Selector, Target, select_targets
 
@@ -311,10 +311,21 @@ def finalize(model: nn.Module) -> nn.Module:
         )
     check_finite_gates(model, "finalize()")
     warn_about_ticket(model, "finalize()")
+    record_formulations(model)
     for _, module, hook in gated:
         prune.remove(module, hook._tensor_name)
     restore_frozen(model)
     return model
+
+
+def record_formulations(model: nn.Module) -> dict[str, str]:
+    """Store the formulation label of every gated tensor on ``model`` (:mod:`torch_slt.core.formulation`),
+    so that :func:`torch_slt.report` still names it after :func:`finalize` removed the gates."""
+    from torch_slt.core.formulation import formulation
+
+    labels = {g.qualified: formulation(g.method) for g in gated_tensors(model)}
+    record_gate_formulations(model, labels)
+    return labels
 
 
 def _device_of(model: nn.Module) -> torch.device:

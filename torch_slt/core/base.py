@@ -319,28 +319,45 @@ class FixedMaskMethod(SLTMethod):
 
     Subclasses implement :meth:`scores`. ``sparsity`` is the fraction of weights **removed**;
     ``scope="global"`` ranks all targeted tensors together, ``"layer"`` ranks each tensor alone.
+    ``rounding`` says how many are removed from ``n`` ranked weights: ``"torch"`` ``round(s n)``
+    (torch's ``prune``), ``"floor"`` ``floor(s n)`` (hidden-networks, Synaptic-Flow, GraSP); see
+    :func:`torch_slt.core.selection.keep_count`.
     """
 
     learned = False
 
     def __init__(self, sparsity: float | None = None, scope: str = "global", *,
-                 amount: float | None = None) -> None:
+                 amount: float | None = None, rounding: str = "torch") -> None:
         from torch_slt.core.validation import check_choice, check_sparsity, sparsity_or_amount
 
         who = type(self).name or type(self).__name__
         value, given = sparsity_or_amount(sparsity, amount, who)
         self.sparsity = check_sparsity(value, who, name=given)
         self.scope = check_choice("scope", scope, ("global", "layer"))
+        self.rounding = check_choice("rounding", rounding, ("torch", "floor"))
+
+    def keep_top(self, scores: list[Tensor], sparsity: float | None = None) -> list[Tensor]:
+        """:func:`~torch_slt.core.selection.keep_top` of ``scores`` (ranked jointly) at ``sparsity``
+        (default: the method's), counting the removed weights with :attr:`rounding`."""
+        from torch_slt.core.selection import keep_count, keep_top
+
+        sparsity = self.sparsity if sparsity is None else sparsity
+        if self.rounding == "torch":
+            return keep_top(scores, sparsity)
+        total = sum(s.numel() for s in scores)
+        if total == 0:
+            return keep_top(scores, sparsity)
+        # keep_top removes round(s' n): at s' = removed / n that is exactly `removed`.
+        removed = total - keep_count(total, sparsity, self.rounding)
+        return keep_top(scores, removed / total)
 
     def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
         """torch's entry point (``prune.global_unstructured``, ``PruningContainer``): keep the top
         ``1 - sparsity`` of the entries of ``t`` by this method's per-tensor scores (``|t|`` for
         ``magnitude``), within ``default_mask``. ``t`` may be importance scores, as in torch."""
-        from torch_slt.core.selection import keep_top
-
         scores = self.tensor_scores(t)
         _check_scores([scores], ["the tensor"], type(self))
-        keep = keep_top([scores], self.sparsity)[0]
+        keep = self.keep_top([scores])[0]
         return default_mask * keep.to(default_mask.dtype)
 
     def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
@@ -348,25 +365,21 @@ class FixedMaskMethod(SLTMethod):
         raise NotImplementedError
 
     def plan(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]:
-        from torch_slt.core.selection import keep_top
-
         scores = self.scores(model, targets)
         _check_scores(scores, [_target_label(t) for t in targets], type(self))
         if self.scope == "global":
-            masks = keep_top(scores, self.sparsity)
+            masks = self.keep_top(scores)
         else:
-            masks = [keep_top([s], self.sparsity)[0] for s in scores]
+            masks = [self.keep_top([s])[0] for s in scores]
         return [{"mask": m} for m in masks]
 
     def init_state(self, module: nn.Module, orig: Tensor, mask: Tensor | None,
                    importance_scores: Tensor | None) -> None:
-        from torch_slt.core.selection import keep_top
-
         if mask is None:
             # Called directly on one module (torch style): rank this tensor alone.
             scores = importance_scores if importance_scores is not None else self.tensor_scores(orig)
             _check_scores([scores], [f"{type(module).__name__}.{self._tensor_name}"], type(self))
-            mask = keep_top([scores], self.sparsity)[0]
+            mask = self.keep_top([scores])[0]
         self._initial_mask = mask.to(device=orig.device, dtype=torch.bool)
 
     def tensor_scores(self, weight: Tensor) -> Tensor:

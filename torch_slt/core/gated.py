@@ -21,6 +21,9 @@ from torch_slt.core.errors import AlreadyGatedError
 
 #: Plain attribute on the root model: ``{tensor name: method name}``, kept after finalize for report().
 HISTORY_ATTR = "_slt_history"
+#: ``{qualified tensor name: formulation label}`` (:mod:`torch_slt.core.formulation`), written by
+#: ``finalize`` and ``load_ticket`` so that ``report`` still names the formulation after the gates left.
+FORMULATION_ATTR = "_slt_formulation"
 
 
 def qualified_name(module_name: str, tensor_name: str) -> str:
@@ -90,3 +93,13 @@ def gate_history(model: nn.Module) -> dict[str, str]:
     """``{qualified tensor name: method name}`` of every tensor ever gated on ``model`` (also after
     :func:`torch_slt.finalize`); a copy."""
     return dict(model.__dict__.get(HISTORY_ATTR) or {})
+
+
+def record_gate_formulations(model: nn.Module, labels: dict[str, str]) -> None:
+    """Record ``{qualified tensor name: formulation label}`` on ``model`` (kept after finalize)."""
+    model.__dict__.setdefault(FORMULATION_ATTR, {}).update(labels)
+
+
+def gate_formulations(model: nn.Module) -> dict[str, str]:
+    """``{qualified tensor name: formulation label}`` recorded on ``model``; a copy."""
+    return dict(model.__dict__.get(FORMULATION_ATTR) or {})

@@ -8,19 +8,22 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from torch_slt.core.gated import gate_history, gated_tensors, qualified_name
+from torch_slt.core.formulation import formulation
+from torch_slt.core.gated import gate_formulations, gate_history, gated_tensors, qualified_name
 from torch_slt.core.targets import is_default_target
 
 
 @dataclass(frozen=True)
 class LayerSparsity:
-    """One gated tensor: ``kept`` of ``total`` weights survive the hard mask."""
+    """One gated tensor: ``kept`` of ``total`` weights survive the hard mask. ``formulation`` says which
+    form of ``method`` made it (:mod:`torch_slt.core.formulation`), e.g. ``"stg (paper: lam=0.1)"``."""
 
     name: str
     shape: tuple[int, ...]
     kept: int
     total: int
     method: str | None
+    formulation: str | None = None
 
     @property
     def sparsity(self) -> float:
@@ -46,10 +49,16 @@ class SparsityReport:
     def sparsity(self) -> float:
         return 1.0 - self.kept / self.total if self.total else 0.0
 
+    @property
+    def formulation(self) -> str | None:
+        """The formulation labels of the tensors, distinct, in order, joined by ``"; "`` (None: unknown)."""
+        labels = list(dict.fromkeys(r.formulation for r in self.layers if r.formulation))
+        return "; ".join(labels) or None
+
     def to_dict(self) -> dict:
         """JSON-ready: overall numbers and one dict per tensor."""
         return {
-            "sparsity": self.sparsity, "kept": self.kept, "total": self.total,
+            "sparsity": self.sparsity, "kept": self.kept, "total": self.total, "formulation": self.formulation,
             "layers": [{**asdict(r), "shape": list(r.shape), "sparsity": r.sparsity} for r in self.layers],
         }
 
@@ -61,6 +70,8 @@ class SparsityReport:
             lines.append(f"| {r.name} | {shape} | {r.method or '-'} | {r.kept} | {r.total} "
                          f"| {r.sparsity:.2%} |")
         lines.append(f"| **total** | | | {self.kept} | {self.total} | {self.sparsity:.2%} |")
+        if self.formulation:
+            lines = [f"Formulation: {self.formulation}", ""] + lines
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -85,7 +96,7 @@ def report(model: nn.Module) -> SparsityReport:
         for module_name, module, hook in gated_tensors(model):
             mask = hook.hard_mask(module)
             rows.append(LayerSparsity(qualified_name(module_name, hook._tensor_name), tuple(mask.shape),
-                                      int(mask.sum()), mask.numel(), type(hook).name))
+                                      int(mask.sum()), mask.numel(), type(hook).name, formulation(hook)))
         if rows:
             _warn_if_not_finite(model)
             if not any(m.training for _, m, _ in gated_tensors(model)):  # not while training runs
@@ -94,6 +105,7 @@ def report(model: nn.Module) -> SparsityReport:
                 warn_about_ticket(model, "report()")
             return SparsityReport(rows)
         params = dict(model.named_parameters())
+        labels = gate_formulations(model)
         history = gate_history(model) or {
             qualified_name(n, "weight"): None for n, m in model.named_modules()
             if is_default_target(m) and isinstance(m._parameters.get("weight"), nn.Parameter)}
@@ -101,7 +113,7 @@ def report(model: nn.Module) -> SparsityReport:
             if name in params:
                 weight = params[name]
                 rows.append(LayerSparsity(name, tuple(weight.shape), int(torch.count_nonzero(weight)),
-                                          weight.numel(), method))
+                                          weight.numel(), method, labels.get(name)))
     return SparsityReport(rows)
 
 

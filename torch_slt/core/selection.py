@@ -11,15 +11,28 @@ are host ints worked out from shapes, and masks are built with ``scatter``/compa
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 
-def keep_count(total: int, sparsity: float) -> int:
+def keep_count(total: int, sparsity: float, rounding: str = "torch") -> int:
     """Number of weights kept when ``sparsity`` (fraction removed) of ``total`` is pruned.
 
-    Follows ``torch.nn.utils.prune``: ``round(sparsity * total)`` entries are removed.
+    ``rounding="torch"`` follows ``torch.nn.utils.prune``: ``round(sparsity * total)`` entries are
+    removed (Python's round, half to even). ``"floor"`` removes ``floor(sparsity * total)``, as
+    hidden-networks, Synaptic-Flow and GraSP do with ``int(...)`` (the product is first rounded to 9
+    digits, so that 0.29 * 100 removes 29, not 28). See ``docs/api.md#counting``.
+
+    Example:
+        >>> keep_count(10, 0.95), keep_count(10, 0.95, "floor"), keep_count(5, 0.3), keep_count(5, 0.3, "floor")
+        (0, 1, 3, 4)
     """
+    if rounding == "floor":
+        return total - math.floor(round(sparsity * total, 9))
+    if rounding != "torch":
+        raise ValueError(f"keep_count: rounding={rounding!r} is not 'torch' or 'floor'")
     return total - round(sparsity * total)
 
 

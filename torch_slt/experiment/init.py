@@ -8,6 +8,7 @@ fan-in :math:`n_{in}` and the ReLU gain :math:`\sqrt 2`:
 ``"kaiming-normal"`` (default)    :math:`w \sim \mathcal N(0,\ 2 / n_{in})`
 ``"scaled-kaiming-normal"``       :math:`w \sim \mathcal N(0,\ 2 / (n_{in} \cdot k))`
 ``"signed-constant"``             :math:`w = \pm\sqrt{2 / (n_{in} \cdot k)}`, sign drawn at random
+``"unscaled-signed-constant"``    :math:`w = \pm\sqrt{2 / n_{in}}`, sign drawn at random (never scaled)
 ================================ ===============================================================
 
 ``k`` is ``density``, the fraction of weights **kept** (``1 - sparsity``). Dividing the variance by
@@ -16,7 +17,10 @@ paper's "scaled" variants do. Its reference code multiplies the fan by ``1 - pru
 ``prune_rate`` is the kept fraction (allenai/hidden-networks issue #9), so the code and the paper agree
 only at ``k = 0.5``; torch_slt follows the paper: ``density`` is the kept fraction, full stop.
 ``signed-constant`` uses ``density`` too (``density=1`` gives the unscaled "signed Kaiming constant");
-``kaiming-normal`` never does.
+``kaiming-normal`` and ``unscaled-signed-constant`` never do. The command line passes
+``density = 1 - sparsity``, so ``unscaled-signed-constant`` is how it gets the paper's unscaled
+signed constant at any sparsity. The reference's config names are accepted too (:data:`ALIASES`:
+``ukn``, ``kn``, ``sc``, ``usc``).
 
 Every ``nn.Linear``, ``nn.Conv1d/2d/3d`` and transformers ``Conv1D`` weight is (re)drawn; biases,
 norms and embeddings are left as the module made them. Random numbers are drawn on the CPU in float32
@@ -33,7 +37,19 @@ from torch import Tensor, nn
 
 from torch_slt.core.targets import is_default_target
 
-INITIALIZERS: tuple[str, ...] = ("kaiming-normal", "scaled-kaiming-normal", "signed-constant")
+INITIALIZERS: tuple[str, ...] = ("kaiming-normal", "scaled-kaiming-normal", "signed-constant",
+                                 "unscaled-signed-constant")
+#: The edge-popup paper's / hidden-networks' short names (``configs/smallscale/*/*_ukn_*.yml`` ...).
+ALIASES: dict[str, str] = {"ukn": "kaiming-normal", "kn": "scaled-kaiming-normal", "sc": "signed-constant",
+                           "usc": "unscaled-signed-constant"}
+#: The schemes that ignore ``density``.
+UNSCALED: tuple[str, ...] = ("kaiming-normal", "unscaled-signed-constant")
+
+
+def canonical(scheme: str) -> str:
+    """The name in :data:`INITIALIZERS` of ``scheme`` (itself, or the full name of an alias such as
+    ``"usc"``); an unknown name is returned unchanged, for the caller's error."""
+    return ALIASES.get(scheme, scheme)
 
 _RELU_GAIN = math.sqrt(2.0)
 
@@ -62,9 +78,9 @@ def initialize(model: nn.Module, scheme: str = "kaiming-normal", *, density: flo
     Args:
         model: any ``nn.Module``; its ``nn.Linear``, ``nn.Conv1d/2d/3d`` and transformers ``Conv1D``
             weights are redrawn, layer by layer in ``named_modules`` order.
-        scheme: one of :data:`INITIALIZERS` (see the module docstring).
+        scheme: one of :data:`INITIALIZERS` or :data:`ALIASES` (see the module docstring).
         density: the fraction of weights that will be **kept** (``1 - sparsity``), in (0, 1]; scales
-            ``scaled-kaiming-normal`` and ``signed-constant``, ignored by ``kaiming-normal``.
+            ``scaled-kaiming-normal`` and ``signed-constant``, ignored by :data:`UNSCALED`.
         generator: a CPU ``torch.Generator`` to draw from; ``None`` uses torch's global RNG.
 
     Raises:
@@ -78,8 +94,10 @@ def initialize(model: nn.Module, scheme: str = "kaiming-normal", *, density: flo
         >>> sorted(set(round(v, 4) for v in layer.weight.abs().flatten().tolist()))  # sqrt(2/(50*0.5))
         [0.2828]
     """
+    scheme = canonical(scheme)
     if scheme not in INITIALIZERS:
-        raise ValueError(f"initialize(): unknown scheme {scheme!r}; choose one of {', '.join(INITIALIZERS)}")
+        raise ValueError(f"initialize(): unknown scheme {scheme!r}; choose one of {', '.join(INITIALIZERS)} "
+                         f"(or {', '.join(ALIASES)})")
     if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0.0 < density <= 1.0:
         raise ValueError(
             f"initialize(): density={density!r} must be in (0, 1]; it is the fraction of weights KEPT "
@@ -91,13 +109,14 @@ def initialize(model: nn.Module, scheme: str = "kaiming-normal", *, density: flo
         if not is_default_target(module) or not isinstance(module._parameters.get("weight"), Tensor):
             continue
         weight = module.weight
-        scale = density if scheme != "kaiming-normal" else 1.0
+        scale = 1.0 if scheme in UNSCALED else density
         std = kaiming_std(fan_in(module), scale)
+        signed = scheme in ("signed-constant", "unscaled-signed-constant")
         with torch.no_grad():
             in_place = weight.device.type == "cpu" and weight.dtype == torch.float32
             draw = weight if in_place else torch.empty(weight.shape, dtype=torch.float32)
-            draw.normal_(0.0, 1.0 if scheme == "signed-constant" else std, generator=generator)
-            if scheme == "signed-constant":
+            draw.normal_(0.0, 1.0 if signed else std, generator=generator)
+            if signed:
                 draw.copy_(torch.where(draw >= 0, std, -std))
             if not in_place:
                 weight.copy_(draw)

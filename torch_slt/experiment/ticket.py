@@ -43,7 +43,8 @@ import torch
 from torch import Tensor, nn
 
 from torch_slt.core.api import finalize, is_gated
-from torch_slt.core.gated import gate_history, record_gate_history
+from torch_slt.core.gated import (gate_formulations, gate_history, record_gate_formulations,
+                                  record_gate_history)
 from torch_slt.core.errors import TicketFormatError, TicketMismatchError
 from torch_slt.core.targets import is_default_target
 from torch_slt.experiment.files import atomic_write, brief
@@ -156,6 +157,7 @@ def save_ticket(model: nn.Module, path: str | os.PathLike, spec: ModelSpec,
         final = finalize(copy.deepcopy(model))
     else:
         final = model
+    labels = gate_formulations(final)
     state = {k: v.detach().to("cpu") for k, v in final.state_dict().items()}
     reference = build_model(spec)
     ref = reference.state_dict()
@@ -200,6 +202,7 @@ def save_ticket(model: nn.Module, path: str | os.PathLike, spec: ModelSpec,
         "weights_hash": weights_hash(reference),
         "versions": json.dumps(_versions(spec), sort_keys=True),
         "gated": json.dumps({k: gated[k] for k in state if k in gated}),
+        "formulation": json.dumps({k: labels[k] for k in state if k in labels}),
         "kind": "weak" if trained_values or stored_params else "strong",
         "kept": str(kept),
         "total": str(total),
@@ -302,6 +305,8 @@ def _parse_header(path: Path, raw: dict[str, str]) -> dict[str, Any]:
         "weights_hash": _field(path, raw, "weights_hash", str),
         "versions": _field(path, raw, "versions", _json_of(dict)),
         "gated": gated,
+        # absent in tickets before issue 19
+        "formulation": _field(path, raw, "formulation", _json_of(dict)) if "formulation" in raw else {},
         "kind": _field(path, raw, "kind", str),
         "kept": kept,
         "total": total,
@@ -416,6 +421,7 @@ def load_ticket(path: str | os.PathLike, *,
         for key, tensor in restored.items():
             state[key].copy_(tensor)
     record_gate_history(model, dict(info["gated"]))
+    record_gate_formulations(model, dict(info["formulation"]))
     return model.to(map_location).eval(), spec, info["metadata"]
 
 

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from torch_slt.core.errors import UnknownModelError
-from torch_slt.experiment.init import INITIALIZERS, initialize
+from torch_slt.experiment.init import INITIALIZERS, canonical, initialize
 from torch_slt.core.outputs import logits_of
 
 MODEL_NAMES: tuple[str, ...] = ("lenet300", "conv2", "conv4", "conv6", "resnet18", "resnet50", "wrn50",
@@ -89,6 +89,7 @@ class ModelSpec:
             raise ValueError(f"ModelSpec: width must be a positive number (1.0 = standard), "
                              f"got {self.width!r}")
         object.__setattr__(self, "width", float(self.width))
+        object.__setattr__(self, "init", canonical(self.init))
         if self.init not in INITIALIZERS:
             raise ValueError(f"ModelSpec: unknown init {self.init!r}; choose one of "
                              f"{', '.join(INITIALIZERS)}")

@@ -13,6 +13,18 @@ CONTROLS = ("reinit", "random_mask", "shuffle", "resample")
 SCOPES = ("global", "layer")
 _OWNER = "IMPConfig"
 
+#: Named pruning settings of the two references. The default :class:`IMPConfig` (global scope, the output
+#: layer of an all-Linear net at half rate) matches neither:
+#:
+#: * ``"paper"``: Frankle & Carbin 2019's LeNet-300-100 (``google-research/lottery-ticket-hypothesis``,
+#:   ``mnist_fc/constants.py``): every layer pruned on its own at 20 % per round, the output layer at 10 %.
+#: * ``"open_lth"``: ``facebookresearch/open_lth``'s LeNet-300-100 (``models/mnist_lenet.py``): one global
+#:   ranking at 20 % per round (``sparse_global.py``), the output layer ``fc.weight`` left dense.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"scope": "layer", "prune_rate": 0.2, "output_rate": 0.1},
+    "open_lth": {"scope": "global", "prune_rate": 0.2, "output_rate": 0.0},
+}
+
 
 @dataclass(frozen=True)
 class IMPConfig:
@@ -67,6 +79,19 @@ class IMPConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "controls": list(self.controls)}
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> IMPConfig:
+        """The settings of a reference (:data:`PRESETS`: ``"paper"`` or ``"open_lth"``), with ``overrides``
+        (e.g. ``rounds=19``) on top.
+
+        Example:
+            >>> IMPConfig.preset("paper", rounds=3)
+            IMPConfig(rounds=3, prune_rate=0.2, output_rate=0.1, scope='layer', rewind=0, eval_every=None, controls=(), control_seed=0)
+        """
+        if name not in PRESETS:
+            raise SettingError("preset", name, f"is not one of {', '.join(PRESETS)}", _OWNER)
+        return cls(**{**PRESETS[name], **overrides})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> IMPConfig:

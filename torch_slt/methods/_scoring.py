@@ -268,8 +268,8 @@ class DataScoredMethod(FixedMaskMethod):
     """
 
     def __init__(self, sparsity: float | None = None, scope: str = "global", data: Any = None,
-                 loss_fn: LossFn | None = None, *, amount: float | None = None) -> None:
-        super().__init__(sparsity, scope, amount=amount)
+                 loss_fn: LossFn | None = None, *, amount: float | None = None, rounding: str = "torch") -> None:
+        super().__init__(sparsity, scope, amount=amount, rounding=rounding)
         who = type(self).name or type(self).__name__
         check_data(data, who)
         if loss_fn is not None and not callable(loss_fn):

@@ -14,15 +14,23 @@ The temperature :math:`\beta` (``weight_beta``, a buffer) starts at 1 and grows 
 extra forwards and ``penalty()`` calls do not move it), as the reference multiplies it by
 ``final_temp ** (1 / (epochs - 1))`` every epoch: the sigmoid becomes a step and the soft mask binary.
 The hard mask is :math:`s > 0`; :func:`to_ticket` ends the search (training then uses the hard mask
-too, for the rewound retraining). Between rounds, :func:`next_round` sets :math:`s \leftarrow
-\min(\beta s, s_0)` and :math:`\beta \leftarrow 1`, the reference's ``prune``: removed weights stay
-below the threshold, kept ones restart from :math:`s_0`.
+too, for the rewound retraining). Between rounds, :func:`next_round` sets :math:`\beta \leftarrow 1` and then
+:math:`s \leftarrow \min(s, s_0)`, the reference's ``prune`` (its ``main.py`` sets ``model.temp = 1``
+before ``model.prune()``, and ``prune`` clamps ``temp * s``): removed weights keep their own negative
+logit, a distance from the threshold that the next round's search can undo, and kept ones restart
+from :math:`s_0`.
 
 Differences from the reference, on purpose: the eval/ticket mask is the boolean :math:`s > 0` (the
 reference also multiplies it by :math:`1/\sigma(s_0) = 2`, which the rewound retraining absorbs);
 ``lam`` multiplies the soft mask's *mean* over the gated weights (torch_slt's penalty convention), so the
 reference's ``lmbda`` (1e-8 on the raw sum) is ``lam = lmbda * N`` (about 2.7e-3 for its ResNet-20's
 0.27 M masked weights, 2.7e-3 for lenet300's 266 k).
+
+What the reference masks and how it trains: only the 3x3 convolutions (its ``SoftMaskedConv2d``; the 1x1
+downsample convolutions and the linear classifier stay dense), trained with SGD, momentum 0.9,
+**Nesterov**, lr 0.1 for weights and logits alike. torch_slt gates every Linear / Conv weight by
+default; ``targets=reference_targets`` gates what the reference gates, and
+``TrainConfig(optimizer="sgd", momentum=0.9, nesterov=True)`` trains as it does.
 
 Example:
     >>> import torch, torch_slt
@@ -167,6 +175,19 @@ class ContinuousSparsification(LearnedMaskMethod):
         return mask.sum(dtype=torch.promote_types(mask.dtype, torch.float32)), mask.numel()
 
 
+def reference_targets(name: str, module: nn.Module) -> bool:
+    """The reference's masked layers: convolutions with a kernel larger than 1 (``SoftMaskedConv2d``);
+    1x1 downsample convolutions, linear layers and the classifier stay dense. Pass it as
+    ``torch_slt.apply(model, "cs", targets=reference_targets)``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1), nn.Flatten(), nn.LazyLinear(10))
+        >>> [reference_targets(n, m) for n, m in net.named_children()]
+        [True, False, False, False]
+    """
+    return isinstance(module, nn.Conv2d) and any(k > 1 for k in module.kernel_size)
+
+
 # ---------------------------------------------------------------------------------------- rounds
 def _gates(model: nn.Module) -> list[tuple[nn.Module, ContinuousSparsification]]:
     from torch_slt.core.api import gated_tensors
@@ -203,10 +224,12 @@ def to_ticket(model: nn.Module) -> None:
 
 @torch.no_grad()
 def next_round(model: nn.Module) -> None:
-    """Start a new round (the reference's ``prune``): ``s <- min(beta * s, s0)``, beta and the step
-    counter back to 1 and 0. Weights with ``s <= 0`` stay removed; kept ones restart from ``s0``."""
+    """Start a new round (the reference's ``prune``): beta and the step counter back to 1 and 0, then
+    ``s <- min(s, s0)``. The reference resets its temperature to 1 *before* ``prune`` clamps
+    ``temp * s``, so the clamp sees beta = 1: kept weights restart from ``s0``, removed ones keep their
+    logit (not ``beta * s``, which at beta = 200 would put them out of the next round's reach)."""
     for module, hook in _gates(model):
         scores = hook.field(module, "scores")
-        scores.copy_(torch.clamp(hook.beta(module) * scores, max=hook.mask_init))
         hook.beta(module).fill_(1.0)
+        scores.copy_(torch.clamp(scores, max=hook.mask_init))
         module._buffers[hook._tensor_name + "_step"].zero_()

@@ -2,7 +2,7 @@ r"""GraSP (``grasp``): keep the weights whose removal least reduces the gradient
 
 Wang, Zhang, Grosse, "Picking Winning Tickets Before Training by Preserving Gradient Flow", ICLR 2020
 (https://arxiv.org/abs/2002.07376). Scores as the ``GraSP`` pruner of Tanaka et al.'s Synaptic-Flow
-reference (``Pruners/pruners.py``), in eval mode, on the whole model:
+reference (``Pruners/pruners.py``), in eval mode by default, on the whole model:
 
 1. :math:`g = \sum_b \nabla_w L_b` with the logits divided by the temperature :math:`T` (200), no graph;
 2. :math:`Hg = \sum_b \nabla_w (g^\top \nabla_w L_b)`, a Hessian-gradient product by double backward;
@@ -13,6 +13,13 @@ scores :math:`-w \odot Hg` and removes the largest. Scores are signed: a weight 
 score is removed first. ``w`` and ``g`` cover the targeted weights only (biases and norms are neither
 scored nor perturbed). The reference's division by :math:`|\sum \text{score}|` does not change the
 ranking and is skipped; its re-initialisation of Linear layers is not done (the weights are yours).
+
+Train or eval mode: Synaptic-Flow scores in eval mode (``model.eval()`` in ``prune.py`` unless
+``--prune-train-mode``); the original (``pruner/GraSP.py``) scores a deep copy of the network in the
+mode it is in, train mode in its scripts (the ``.eval()`` there is commented out), so BatchNorm
+normalises with the scoring batch's own statistics and dropout is on. ``mode="train"`` does that; the
+model's running statistics, ``num_batches_tracked`` and RNG states are restored afterwards either way.
+With neither BatchNorm nor dropout the two modes give the same scores.
 
 ``data`` is read twice, so an iterator is first collected into a list.
 
@@ -49,6 +56,8 @@ class Grasp(_scoring.DataScoredMethod):
         loss_fn: ``(logits, targets) -> scalar``; default cross entropy. Logits are taken from a tensor
             output, the first item of a tuple, or ``.logits`` of a Hugging Face ``ModelOutput``.
         temperature: the logits are divided by it before the loss (200, as the reference).
+        mode: ``"eval"`` (default, Synaptic-Flow) or ``"train"`` (the original GraSP code: BatchNorm on
+            batch statistics, dropout on) while scoring.
         amount: torch's name for ``sparsity`` (give one of the two).
 
     ``torch_slt.apply`` leaves ``freeze=False`` for this method (the kept weights are meant to be trained
@@ -59,9 +68,13 @@ class Grasp(_scoring.DataScoredMethod):
 
     def __init__(self, sparsity: float | None = None, scope: str = "global", data: Any = None,
                  loss_fn: _scoring.LossFn | None = None, temperature: float = 200.0, *,
-                 amount: float | None = None) -> None:
-        super().__init__(sparsity, scope, data, loss_fn, amount=amount)
+                 amount: float | None = None, rounding: str = "torch", mode: str = "eval") -> None:
+        super().__init__(sparsity, scope, data, loss_fn, amount=amount, rounding=rounding)
         self.temperature = check_positive("temperature", temperature, "grasp")
+        if mode not in ("eval", "train"):
+            raise ValueError(f"grasp: mode={mode!r} is not 'eval' (Synaptic-Flow) or 'train' (the original "
+                             f"GraSP code)")
+        self.mode = mode
 
     def scores(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[Tensor]:
         who = type(self).name
@@ -72,6 +85,8 @@ class Grasp(_scoring.DataScoredMethod):
         # have no second derivative, the math kernel does.
         with _scoring.preserved_state(model), torch.enable_grad(), _math_attention():
             _scoring.scoring_mode(model, weights)
+            if self.mode == "train":
+                model.train()
             batches = list(_scoring.iter_batches(self.data, who))
             stopped = [torch.zeros_like(w) for w in weights]
             for batch in batches:

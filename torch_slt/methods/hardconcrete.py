@@ -60,6 +60,20 @@ ZETA = 1.1
 EPS = 1e-6
 #: Standard deviation of the reference initialisation of log alpha.
 INIT_STD = 1e-2
+#: ``mask_rule="reference"``: the reference's test gate is non-zero from ``log_alpha > log(-gamma / zeta)``
+#: (``sigmoid(log_alpha) > -gamma / (zeta - gamma) = 1/12``), i.e. ``-log 11``.
+REFERENCE_CUT = math.log(-GAMMA / ZETA)
+MASK_RULES = ("probability", "reference")
+
+
+def _check_mask_rule(rule: str, threshold: float, sparsity: float | None) -> str:
+    if rule not in MASK_RULES:
+        raise ValueError(f"hardconcrete: mask_rule={rule!r} is not one of {', '.join(map(repr, MASK_RULES))}")
+    if rule == "reference" and (threshold != 0.5 or sparsity is not None):
+        raise ValueError(f"hardconcrete: mask_rule='reference' is the reference's own keep rule; it takes "
+                         f"neither a threshold (got {threshold!r}) nor a sparsity target (got {sparsity!r}): "
+                         f"drop those, or keep mask_rule='probability'")
+    return rule
 
 
 class _HardConcreteGate(torch.autograd.Function):
@@ -122,6 +136,11 @@ class HardConcrete(Grouped, GateMethod):
             :mod:`torch_slt.core.granularity`.
         total_steps: optimiser steps of the training run, for the schedule (default: a 1000-step ramp).
         ramp: fraction of ``total_steps`` over which the training sparsity ramps up (0.5).
+        mask_rule: ``"probability"`` (default): keep a weight when ``P(z != 0) > threshold``, i.e.
+            ``log_alpha > -1.599`` at 0.5. ``"reference"``: keep it where the reference's deterministic
+            test gate ``min(1, max(0, sigmoid(log_alpha) (zeta - gamma) + gamma))`` is non-zero, i.e.
+            ``log_alpha > log(-gamma / zeta) = -log 11 = -2.398`` (more weights kept). Without a
+            sparsity target only (a target's mask is its top-k) and with the default ``threshold``.
     """
 
     description = "hard-concrete L0 gates (Louizos et al. 2018): stretched, clamped concrete samples"
@@ -129,12 +148,13 @@ class HardConcrete(Grouped, GateMethod):
 
     def __init__(self, lam: float | None = None, droprate_init: float = 0.5, threshold: float = 0.5,
                  sparsity: float | None = None, granularity: str = "weight", *, amount: float | None = None,
-                 total_steps: int | None = None, ramp: float = DEFAULT_RAMP,
+                 total_steps: int | None = None, ramp: float = DEFAULT_RAMP, mask_rule: str = "probability",
                  _target: SparsityTarget | None = None, _layout: GroupLayout | None = None) -> None:
         super().__init__(lam=lam, threshold=threshold, sparsity=sparsity, amount=amount,
                          total_steps=total_steps, ramp=ramp, _target=_target)
         self._init_granularity(granularity, _layout)
         self.droprate_init = check_probability("droprate_init", droprate_init, "hardconcrete")
+        self.mask_rule = _check_mask_rule(mask_rule, self.threshold, self.sparsity)
         # P(z != 0) > threshold  <=>  log alpha > logit(threshold) + beta * log(-gamma / zeta).
         self._shift = BETA * math.log(-GAMMA / ZETA)
         self._log_alpha_cut = math.log(self.threshold / (1 - self.threshold)) + self._shift
@@ -157,7 +177,8 @@ class HardConcrete(Grouped, GateMethod):
         return weight.reshape(orig.shape)
 
     def threshold_mask(self, module: nn.Module) -> Tensor:
-        return self.field(module, "log_alpha").detach() > self._log_alpha_cut
+        cut = REFERENCE_CUT if self.mask_rule == "reference" else self._log_alpha_cut
+        return self.field(module, "log_alpha").detach() > cut
 
     def prob_nonzero(self, module: nn.Module) -> Tensor:
         log_alpha = self.field(module, "log_alpha")

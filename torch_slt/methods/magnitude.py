@@ -51,9 +51,13 @@ class Magnitude(Grouped, FixedMaskMethod):
     description = "keep the largest |w| (global or per layer), chosen once at apply"
 
     def __init__(self, sparsity: float | None = None, scope: str = "global", granularity: str = "weight", *,
-                 amount: float | None = None, _layout: GroupLayout | None = None) -> None:
-        super().__init__(sparsity, scope, amount=amount)
+                 amount: float | None = None, rounding: str = "torch", _layout: GroupLayout | None = None) -> None:
+        super().__init__(sparsity, scope, amount=amount, rounding=rounding)
         self._init_granularity(granularity, _layout)
+        if self.rounding != "torch" and self.granularity != "weight":
+            raise ValueError(f"magnitude: rounding={rounding!r} counts single weights; with "
+                             f"granularity={granularity!r} whole groups are kept (the fewest that reach "
+                             f"1 - sparsity): leave rounding='torch'")
 
     def plan(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]:
         if self.granularity == "weight":

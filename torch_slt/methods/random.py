@@ -54,8 +54,8 @@ class Random(FixedMaskMethod):
     description = "keep a random subset (own seeded generator), chosen once at apply"
 
     def __init__(self, sparsity: float | None = None, scope: str = "global", seed: int = 0, *,
-                 amount: float | None = None) -> None:
-        super().__init__(sparsity, scope, amount=amount)
+                 amount: float | None = None, rounding: str = "torch") -> None:
+        super().__init__(sparsity, scope, amount=amount, rounding=rounding)
         if not is_integer(seed):
             raise TypeError(f"random: seed must be an int, got {seed!r}")
         self.seed = int(seed)

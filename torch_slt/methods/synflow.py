@@ -44,7 +44,6 @@ from torch_slt.core.base import FixedMaskMethod
 from torch_slt.core.targets import target_tensor
 from torch_slt.methods import _scoring
 from torch_slt.core.registry import register_method
-from torch_slt.core.selection import keep_top
 
 
 @register_method("synflow")
@@ -69,8 +68,8 @@ class Synflow(FixedMaskMethod):
 
     def __init__(self, sparsity: float | None = None, scope: str = "global", iterations: int = 100,
                  schedule: str = "exponential", input_shape: Sequence[int] | None = None,
-                 data: Any = None, *, amount: float | None = None) -> None:
-        super().__init__(sparsity, scope, amount=amount)
+                 data: Any = None, *, amount: float | None = None, rounding: str = "torch") -> None:
+        super().__init__(sparsity, scope, amount=amount, rounding=rounding)
         if not is_integer(iterations) or iterations < 1:
             raise ValueError(f"synflow: iterations={iterations!r} must be an int >= 1 (the paper uses 100)")
         self.iterations = int(iterations)
@@ -132,9 +131,9 @@ class Synflow(FixedMaskMethod):
                 scores = [s.masked_fill(~m, -math.inf) for s, m in zip(flow.scores(masks), masks)]
                 sparsity = self.sparsity if t == self.iterations else 1.0 - self.density(t)
                 if self.scope == "global":
-                    masks = keep_top(scores, sparsity)
+                    masks = self.keep_top(scores, sparsity)
                 else:
-                    masks = [keep_top([s], sparsity)[0] for s in scores]
+                    masks = [self.keep_top([s], sparsity)[0] for s in scores]
         return masks
 
     def _sample_shape(self) -> tuple[int, ...]:

@@ -94,7 +94,7 @@ def _finish(prep: Prepared, result: Any, out: Path, t_start: float, compact: boo
         torch_slt.finalize(model)
     val_acc = accuracy(model, prep.splits.val)
     test_acc = accuracy(model, prep.splits.test)
-    sparsity = torch_slt.report(model)
+    sparsity = torch_slt.report(model)   # its formulation: recorded by finalize
     with output.staged(out, last="report.json") as staging:
         model_cpu = model.to("cpu")
         output.save_state_dict(staging / "ticket.safetensors", model_cpu, prep.spec)
@@ -103,7 +103,8 @@ def _finish(prep: Prepared, result: Any, out: Path, t_start: float, compact: boo
                 # a weak ticket: trained values are stored, as expected
                 warnings.filterwarnings("ignore", message=r"save_ticket\(\): none of the model's weights")
             torch_slt.save_ticket(model_cpu, staging / "ticket.slt.safetensors", prep.spec,
-                                  metadata={"method": s.method, "test_accuracy": test_acc})
+                                  metadata={"method": s.method, "formulation": sparsity.formulation,
+                                            "test_accuracy": test_acc})
         _plot(sparsity, staging, s, test_acc)
         if compact:
             _compact(prep, staging, quiet, out)
@@ -167,7 +168,7 @@ def _report(prep: Prepared, result: Any, sparsity: Any, val_acc: float, test_acc
         "command": NAME, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"torch_slt": torch_slt.__version__, "torch": torch.__version__},
         "settings": s.to_dict(),
-        "method": {"name": s.method, "kwargs": prep.method_kwargs,
+        "method": {"name": s.method, "formulation": sparsity.formulation, "kwargs": prep.method_kwargs,
                    "learned": bool(torch_slt.get_method(s.method).learned)},
         "training": {**result.config.to_dict(), "resumed_from_epoch": result.resumed_from},
         "model": prep.spec.to_dict(),

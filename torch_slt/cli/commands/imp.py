@@ -31,11 +31,16 @@ _RESUME_FREE = {"out", "resume", "quiet", "device", "threads", "stop_after", "fu
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from torch_slt.experiment.data import DATASETS
-    from torch_slt.experiment.init import INITIALIZERS
+    from torch_slt.experiment.init import INITIALIZERS, canonical
     from torch_slt.experiment.zoo import MODEL_NAMES
     from torch_slt.lottery.config import CONTROLS
 
     g = p.add_argument_group("pruning")
+    g.add_argument("--preset", choices=("paper", "open_lth"),
+                   help="a reference's pruning settings, under any flag given: paper = layer-wise at "
+                   "--prune-rate 0.2 with the output layer at 0.1 (Frankle & Carbin's LeNet); open_lth = "
+                   "global at 0.2 with the output layer dense (open_lth's LeNet). Default: neither (global, "
+                   "output layer at half rate)")
     g.add_argument("--rounds", type=int, help="pruning rounds after the dense round 0 (default 5; 19 at "
                    "0.2 leave 1.4%% of the weights)")
     g.add_argument("--prune-rate", type=float, help="fraction of the remaining weights removed per round "
@@ -59,7 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir", help="where the dataset files are")
     g.add_argument("--model", help=f"{', '.join(MODEL_NAMES)} or timm:NAME (default lenet300)")
     g.add_argument("--width", type=float, help="multiplies the hidden widths (default 1)")
-    g.add_argument("--init", choices=INITIALIZERS, help="weight initialisation (default kaiming-normal)")
+    g.add_argument("--init", type=canonical, choices=INITIALIZERS,
+                   help="weight initialisation (default kaiming-normal; ukn, kn, sc, usc work too)")
     g.add_argument("--epochs", type=int, help="training epochs per round (default 10)")
     g.add_argument("--batch-size", type=int, help="default 60, as the paper's LeNet")
     g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), help="default adam")
@@ -87,7 +93,7 @@ _DEFAULTS = {"rounds": 5, "epochs": 10, "batch_size": 60, "instability": False}
 
 
 def _typed(args: argparse.Namespace) -> dict[str, Any]:
-    names = _IMP_FLAGS + _RUN_FLAGS + _TRAIN_FLAGS + ("instability",)
+    names = _IMP_FLAGS + _RUN_FLAGS + _TRAIN_FLAGS + ("instability", "preset")
     typed = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if "controls" in typed:
         typed["controls"] = [c.strip().lower().replace("-", "_") for c in typed["controls"].split(",")
@@ -113,9 +119,11 @@ def _settings(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], bool
 def _imp_config(flat: dict[str, Any]):
     from torch_slt.lottery import IMPConfig
 
+    from torch_slt.lottery.config import PRESETS
+
     kwargs = {k: flat[k] for k in _IMP_FLAGS if flat.get(k) is not None}
     try:
-        return IMPConfig(**kwargs)
+        return IMPConfig(**{**PRESETS.get(flat.get("preset"), {}), **kwargs})
     except SettingError as err:
         raise CLIError(f"{flag_of(err.setting)} {err.value!r} {err.reason}") from None
 

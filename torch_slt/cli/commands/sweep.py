@@ -1,5 +1,10 @@
 """``torch-slt sweep``: several methods x sparsities on one frozen network, plus the dense baseline.
 
+The gate methods (``stg``, ``hardconcrete``) reach each sparsity through their sparsity target: torch_slt's
+hybrid formulation (:mod:`torch_slt.core.formulation`). ``--lams`` adds the paper's formulation, one cell
+per ``lam`` without a target, whose sparsity is what that penalty reached: plotted against accuracy, the
+paper's Fig. 1. Every row and the plot's legend name the formulation.
+
 Resumable: the folder holds ``config.json`` (the sweep's settings) from the start; each finished cell
 writes ``cells/<label>.json`` (its row) after its ticket, and the cell in progress keeps an epoch
 checkpoint ``cells/<label>.ckpt.pt``. ``--resume`` skips the cells with a row and continues the
@@ -16,6 +21,7 @@ import json
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +36,13 @@ from torch_slt.cli.prepare import check_method_settings, load_data, prepare
 from torch_slt.cli.reports import sweep_markdown
 from torch_slt.cli.settings import CONFIG, CLIError, RunSettings, from_args, read_config
 from torch_slt.core.errors import SLTError
+from torch_slt.core.formulation import GATE_METHODS, formulation_family, formulation_of
 
 NAME = "sweep"
 HELP = "several methods x sparsities on one frozen network, plus dense"
 DESCRIPTION = ("Train a ticket for every method and sparsity on one frozen random "
-               "network (gate methods reach each sparsity through their sparsity target), train "
+               "network (gate methods reach each sparsity through their sparsity target, torch_slt's "
+               "hybrid; --lams adds the paper's formulation, one lam per cell, no target), train "
                "the dense baseline, and write sweep.json, sweep.md and curve.png in --out. With "
                "--metrics, then evaluate every ticket against the dense model as 'torch-slt "
                "evaluate' does (evaluation.json/.md, metrics.png with one panel per metric).")
@@ -45,7 +53,11 @@ CELLS = "cells"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", help="comma-separated method names (default: every registered method)")
-    p.add_argument("--sparsities", help="comma-separated fractions removed (default 0.5,0.7,0.9,0.95)")
+    p.add_argument("--sparsities", help="comma-separated fractions removed (default 0.5,0.7,0.9,0.95); "
+                   "'none': no sparsity cells (with --lams: the paper's formulation only)")
+    p.add_argument("--lams", help="comma-separated penalty weights, e.g. 0.01,0.1,1,10: the gate methods "
+                   "(stg, hardconcrete) also run in the paper's formulation, lam alone, no sparsity target, "
+                   "one cell per value; plotted as accuracy against the sparsity each reached (Fig. 1)")
     p.add_argument("--no-dense", action="store_true", default=None, help="skip the dense-trained baseline")
     add_run_flags(p, sweep=True)
     p.add_argument("--resume", action="store_true",
@@ -69,21 +81,25 @@ def run(args: argparse.Namespace) -> int:
     eval_config = eval_settings(args) if metrics else None
     grid = _grid(args, saved, out)
     methods, sparsities, no_dense = grid["methods"], grid["sparsities"], grid["no_dense"]
+    lams = grid.get("lams", [])
+    plan = _plan(methods, sparsities, lams)
+    if not plan:
+        raise CLIError("sweep: no cell to run: --sparsities none leaves only the methods without a sparsity "
+                       "and the --lams cells; give --sparsities or --lams")
     out = out or output.default_out(NAME, s)
     splits = load_data(s)
-    plan = _plan(methods, sparsities)
     # Check every combination before anything is written or trained: the model builds and gates with
     # the first one, the method settings of every other one are valid.
-    prepare(s, plan[0][0], plan[0][1], splits)
-    for method, sp in plan[1:]:
-        check_method_settings(s, method, sp, splits)
+    prepare(_with_lam(s, plan[0][2]), plan[0][0], plan[0][1], splits)
+    for method, sp, lam in plan[1:]:
+        check_method_settings(_with_lam(s, lam), method, sp, splits)
     output.make_out(out, resume=bool(args.resume))
     if saved is None:
         output.write_json(out / CONFIG, {"command": NAME, "settings": s.to_dict(), **grid})
     (out / CELLS).mkdir(exist_ok=True)
     try:
-        rows = [_cell(s, method, sp, splits, args.quiet, f"[{i}/{len(plan)}]", out)
-                for i, (method, sp) in enumerate(plan, 1)]
+        rows = [_cell(s, method, sp, splits, args.quiet, f"[{i}/{len(plan)}]", out, lam)
+                for i, (method, sp, lam) in enumerate(plan, 1)]
         dense = None if no_dense else _cell(s, None, None, splits, args.quiet, "[dense]", out)
     except KeyboardInterrupt:
         print(f"torch-slt sweep: interrupted; continue with: torch-slt sweep --out {out} --resume",
@@ -91,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         return 130
     result = {"command": NAME, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "versions": {"torch_slt": torch_slt.__version__, "torch": torch.__version__},
-              "settings": {**s.to_dict(), "methods": methods, "sparsities": sparsities}, "rows": rows,
+              "settings": {**s.to_dict(), "methods": methods, "sparsities": sparsities, "lams": lams},
+              "rows": rows,
               "dense": dense, "wall_time_s": time.perf_counter() - t_start}
     _plot(result, out, splits.num_classes)
     (out / "sweep.md").write_text(sweep_markdown(result))
@@ -121,11 +138,16 @@ def _grid(args: argparse.Namespace, saved: dict[str, Any] | None, out: Path | No
     (where a typed flag must agree with what the sweep started with)."""
     typed = {"methods": split_methods(args.methods) if args.methods else None,
              "sparsities": split_sparsities(args.sparsities) if args.sparsities else None,
-             "no_dense": args.no_dense}
+             "no_dense": args.no_dense, "lams": split_lams(args.lams) if args.lams else None}
     if saved is None:
-        return {"methods": typed["methods"] or split_methods(None),
-                "sparsities": typed["sparsities"] or split_sparsities(None), "no_dense": bool(args.no_dense)}
-    grid = {k: saved[k] for k in ("methods", "sparsities", "no_dense")}
+        grid = {"methods": typed["methods"] or split_methods(None),
+                "sparsities": split_sparsities(None) if typed["sparsities"] is None else typed["sparsities"],
+                "no_dense": bool(args.no_dense), "lams": typed["lams"] or []}
+        if grid["lams"] and not any(m in GATE_METHODS for m in grid["methods"]):
+            raise CLIError(f"--lams runs the paper's formulation of {', '.join(GATE_METHODS)}; --methods "
+                           f"{','.join(grid['methods'])} has neither: add stg or hardconcrete")
+        return grid
+    grid = {k: saved.get(k, []) for k in ("methods", "sparsities", "no_dense", "lams")}
     clash = [f"--{k.replace('_', '-')} {v!r} (the sweep has {grid[k]!r})" for k, v in typed.items()
              if v is not None and v != grid[k]]
     if clash:
@@ -134,11 +156,16 @@ def _grid(args: argparse.Namespace, saved: dict[str, Any] | None, out: Path | No
     return grid
 
 
+def _with_lam(s: RunSettings, lam: float | None) -> RunSettings:
+    """The settings of a ``--lams`` cell (``lam`` in place of ``--lam``); ``s`` itself otherwise."""
+    return s if lam is None else replace(s, lam=lam)
+
+
 def _cell(s: RunSettings, method: str | None, sparsity: float | None, splits: Any, quiet: bool,
-          tag: str, out: Path) -> dict[str, Any]:
+          tag: str, out: Path, lam: float | None = None) -> dict[str, Any]:
     """One cell of the grid: its saved row if it finished before, else trained (from its checkpoint
-    when it was interrupted), then its row saved."""
-    label = _label(method, sparsity)
+    when it was interrupted), then its row saved. ``lam``: a cell of the paper's formulation."""
+    label = _label(method, sparsity, lam)
     done = out / CELLS / f"{label}.json"
     if done.exists():
         if not quiet:
@@ -151,23 +178,29 @@ def _cell(s: RunSettings, method: str | None, sparsity: float | None, splits: An
             raise CLIError(f"cannot read {done}: it holds no cell row; delete it to train that cell again.")
         return row
     checkpoint = out / CELLS / f"{label}.ckpt.pt"
-    row = _run_one(s, method, sparsity, splits, quiet, tag, out, checkpoint)
+    row = _run_one(_with_lam(s, lam), method, sparsity, splits, quiet, tag, out, checkpoint, lam)
     output.write_json(done, row)
     checkpoint.unlink(missing_ok=True)
     return row
 
 
-def _label(method: str | None, sparsity: float | None) -> str:
+def _label(method: str | None, sparsity: float | None, lam: float | None = None) -> str:
     name = method or "dense"
+    if lam is not None:
+        return f"{name}-lam{lam:g}"
     return f"{name}-{sparsity}" if sparsity is not None else name
 
 
-def _plan(methods: list[str], sparsities: list[float]) -> list[tuple[str, float | None]]:
-    """(method, sparsity) cells; a method without a sparsity argument runs once."""
-    plan: list[tuple[str, float | None]] = []
+def _plan(methods: list[str], sparsities: list[float],
+          lams: list[float] = ()) -> list[tuple[str, float | None, float | None]]:
+    """(method, sparsity, lam) cells: every method at every sparsity (a method without a sparsity
+    argument runs once), then the gate methods once per ``lam`` without a target (the paper's)."""
+    plan: list[tuple[str, float | None, float | None]] = []
     for method in methods:
         takes = "sparsity" in inspect.signature(torch_slt.get_method(method).__init__).parameters
-        plan += [(method, sp) for sp in sparsities] if takes else [(method, None)]
+        plan += [(method, sp, None) for sp in sparsities] if takes else [(method, None, None)]
+        if method in GATE_METHODS:
+            plan += [(method, None, lam) for lam in lams]
     return plan
 
 
@@ -176,8 +209,11 @@ def _plot(result: dict[str, Any], out: Path, num_classes: int) -> None:
     try:
         from torch_slt.experiment.plots import plot_accuracy_vs_sparsity
 
+        # One curve per formulation: the paper's lam grid is one line (Fig. 1), the targets another.
         plot_accuracy_vs_sparsity(
-            [{"method": r["method"], "sparsity": r["sparsity"], "accuracy": r["test_accuracy"]}
+            [{"method": formulation_family(r.get("formulation") or r["method"]), "sparsity": r["sparsity"],
+              "accuracy": r["test_accuracy"], "target": r["sparsity"] if r.get("lam") is not None
+              else (r["target_sparsity"] if r["target_sparsity"] is not None else r["sparsity"])}
              for r in rows],
             out / "curve.png", dense_accuracy=dense["test_accuracy"] if dense else None,
             chance_accuracy=1.0 / num_classes,
@@ -197,9 +233,22 @@ def split_methods(text: str | None) -> list[str]:
     return list(dict.fromkeys(resolved))
 
 
+def split_lams(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CLIError(f"--lams {text!r} must be comma-separated numbers, e.g. 0.01,0.1,1,10") from None
+    bad = [v for v in values if not (v >= 0 and v != float("inf"))]
+    if bad or not values:
+        raise CLIError(f"--lams {text!r}: every value is a penalty weight, a finite number >= 0.")
+    return list(dict.fromkeys(values))
+
+
 def split_sparsities(text: str | None) -> list[float]:
     if not text:
         return list(SWEEP_SPARSITIES)
+    if text.strip().lower() == "none":
+        return []
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -211,7 +260,7 @@ def split_sparsities(text: str | None) -> list[float]:
 
 
 def _run_one(s: RunSettings, method: str | None, sparsity: float | None, splits: Any, quiet: bool,
-             tag: str, out: Path, checkpoint: Path | None = None) -> dict[str, Any]:
+             tag: str, out: Path, checkpoint: Path | None = None, lam: float | None = None) -> dict[str, Any]:
     """Train, finalize, evaluate and save the ticket of one cell (``method`` None: dense); training
     continues from ``checkpoint`` when it exists and writes it at every epoch."""
     from torch_slt.experiment.train import accuracy, fit
@@ -221,21 +270,24 @@ def _run_one(s: RunSettings, method: str | None, sparsity: float | None, splits:
     prep.train_config.quiet = quiet
     name = method or "dense"
     if not quiet:
-        print(f"{tag} {name}" + (f" at sparsity {sparsity}" if sparsity is not None else ""), file=sys.stderr)
+        where = f" at sparsity {sparsity}" if sparsity is not None else (f" at lam {lam:g}" if lam is not None else "")
+        print(f"{tag} {name}{where}", file=sys.stderr)
     try:
         fit(prep.model, splits.train, splits.val, prep.train_config, checkpoint=checkpoint, resume=True)
     except ValueError as err:  # a checkpoint that does not fit, non-finite gates
-        raise CLIError(f"{_label(method, sparsity)}: {err}") from None
+        raise CLIError(f"{_label(method, sparsity, lam)}: {err}") from None
     if method is not None:
         torch_slt.finalize(prep.model)
     rep = torch_slt.report(prep.model)
-    row = {"method": name, "target_sparsity": sparsity, "sparsity": rep.sparsity if method else 0.0,
+    label = (rep.formulation or formulation_of(method, prep.method_kwargs)) if method else formulation_of(None, {})
+    row = {"method": name, "formulation": label, "target_sparsity": sparsity, "lam": lam,
+           "sparsity": rep.sparsity if method else 0.0,
            "val_accuracy": accuracy(prep.model, splits.val),
            "test_accuracy": accuracy(prep.model, splits.test),
            "epochs": prep.train_config.epochs, "kwargs": prep.method_kwargs,
            "wall_time_s": time.perf_counter() - t0}
     # dense too: its ticket is the reference of 'torch-slt evaluate' (mCE, LTH-PASS)
-    row["ticket"] = _save_ticket(prep, row, out, _label(method, sparsity))
+    row["ticket"] = _save_ticket(prep, row, out, _label(method, sparsity, lam))
     if not quiet:
         print(f"{tag} {name}: test {row['test_accuracy']:.2%}, sparsity {row['sparsity']:.2%}",
               file=sys.stderr)
@@ -248,7 +300,7 @@ def _save_ticket(prep: Any, row: dict[str, Any], out: Path, label: str) -> str:
     with warnings.catch_warnings():
         if prep.settings.training.train_weights or row["method"] == "dense":
             warnings.filterwarnings("ignore", message=r"save_ticket\(\): none of the model's weights")
-        meta = {"method": row["method"], "test_accuracy": row["test_accuracy"]}
+        meta = {"method": row["method"], "formulation": row["formulation"], "test_accuracy": row["test_accuracy"]}
         path = torch_slt.save_ticket(prep.model.to("cpu"), tickets / f"{label}.slt.safetensors", prep.spec,
                                      metadata=meta)
     return str(Path(path).relative_to(out))

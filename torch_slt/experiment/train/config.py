@@ -90,6 +90,8 @@ class TrainConfig:
         lr: learning rate of the masks (gates, scores); of the weights for the dense baseline.
         optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
         momentum: SGD momentum.
+        nesterov: Nesterov momentum for SGD (the continuous-sparsification and Synaptic-Flow references
+            use it); needs ``optimizer="sgd"`` and a momentum above 0.
         weight_decay: weight decay of the masks (of the weights for the dense baseline).
         schedule: ``"cosine"`` (annealed to 0 over ``epochs``, stepped per epoch) or ``"constant"``.
         weight_lr: learning rate of the weights when ``train_weights`` is set.
@@ -109,6 +111,7 @@ class TrainConfig:
     weight_decay: float | None = None
     schedule: str | None = None
     weight_lr: float | None = None
+    nesterov: bool = False
     train_weights: bool = False
     seed: int = 0
     device: str = "cpu"
@@ -148,6 +151,12 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise SettingError(name, value, "must be a number >= 0")
+        if not isinstance(self.nesterov, bool):
+            raise SettingError("nesterov", self.nesterov, "must be True or False")
+        if self.nesterov and (self.optimizer != "sgd" or not self.momentum > 0):
+            raise SettingError("nesterov", self.nesterov, f"needs optimizer='sgd' with momentum > 0 (got "
+                               f"optimizer={self.optimizer!r}, momentum={self.momentum!r}); set both, "
+                               f"e.g. momentum=0.9 as the references")
         if self.stop_after is not None:
             _positive_int("stop_after", self.stop_after)
 
