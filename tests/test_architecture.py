@@ -87,9 +87,11 @@ def test_import_torch_slt_stays_cheap():
 
 
 @pytest.mark.parametrize("old, new", [
-    ("torch_slt.api", "torch_slt.core.api"), ("torch_slt.checkpoint", "torch_slt.core.state"),
+    ("torch_slt.api", "torch_slt.core.api"), ("torch_slt.checkpoint", "torch_slt.core.checkpoint"),
     ("torch_slt.train", "torch_slt.experiment.train"), ("torch_slt.zoo", "torch_slt.experiment.zoo"),
     ("torch_slt.ticket", "torch_slt.experiment.ticket"), ("torch_slt._validation", "torch_slt.core.validation"),
+    ("torch_slt.core.checks", "torch_slt.core.readers"), ("torch_slt.core.state", "torch_slt.core.checkpoint"),
+    ("torch_slt.checks", "torch_slt.core.readers"),
 ])
 def test_moved_module_paths_warn_and_give_the_same_module(old, new):
     import importlib

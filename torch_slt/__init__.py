@@ -25,7 +25,7 @@ from torch_slt.core.granularity import GranularityError
 from torch_slt.core.masks import MaskError
 from torch_slt.core.registry import get_method, list_methods, register_method
 from torch_slt.core.report import LayerSparsity, SparsityReport, report
-from torch_slt.core.state import load_file, load_state_dict, save_file
+from torch_slt.core.checkpoint import load_file, load_state_dict, save_file
 
 __version__ = "0.1.0"
 

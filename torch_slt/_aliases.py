@@ -18,8 +18,12 @@ from types import ModuleType
 #: old module path -> (new module path, deprecated?)
 MOVED: dict[str, tuple[str, bool]] = {
     **{f"torch_slt.{name}": (f"torch_slt.core.{name}", True)
-       for name in ("api", "base", "checks", "errors", "registry", "report", "selection", "targets")},
-    "torch_slt.checkpoint": ("torch_slt.core.state", True),
+       for name in ("api", "base", "errors", "registry", "report", "selection", "targets")},
+    "torch_slt.checks": ("torch_slt.core.readers", True),
+    "torch_slt.checkpoint": ("torch_slt.core.checkpoint", True),
+    # renamed to say what they hold (issue 18): readers of gated weights, checkpoint I/O
+    "torch_slt.core.checks": ("torch_slt.core.readers", True),
+    "torch_slt.core.state": ("torch_slt.core.checkpoint", True),
     "torch_slt._validation": ("torch_slt.core.validation", True),
     **{f"torch_slt.{name}": (f"torch_slt.experiment.{name}", True)
        for name in ("data", "plots", "ticket", "train", "zoo")},

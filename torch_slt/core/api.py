@@ -55,7 +55,7 @@ def apply(model: nn.Module, method: str | type[SLTMethod] = "stg", *, targets: S
 
     A target whose weight another module reads in its own ``forward`` (``nn.MultiheadAttention``'s
     ``out_proj``, ``nn.TransformerEncoderLayer``'s fast path) is also refreshed before that module
-    runs; see :mod:`torch_slt.core.checks`.
+    runs; see :mod:`torch_slt.core.readers`.
 
     Example:
         >>> import torch, torch_slt
@@ -95,7 +95,7 @@ def _check_selected(model: nn.Module, selected: list[Target], cls: type[SLTMetho
     """Refuse targets that cannot be gated safely (already pruned, tied, a user tensor under a name the
     gate creates); find outside readers."""
     from torch_slt.core.base import refuse_name_clash, refuse_sparse_gradient
-    from torch_slt.core.checks import check_targets
+    from torch_slt.core.readers import check_targets
 
     for target in selected:
         try:
@@ -111,7 +111,7 @@ def _check_selected(model: nn.Module, selected: list[Target], cls: type[SLTMetho
 def _gate(model: nn.Module, cls: type[SLTMethod], selected: list[Target], readers: list,
           install: Callable[[Target], SLTMethod], freeze: bool) -> nn.Module:
     """Gate every selected tensor with ``install(target) -> hook``: all of them or none."""
-    from torch_slt.core.checks import install_readers
+    from torch_slt.core.readers import install_readers
 
     applied: list[tuple[nn.Module, SLTMethod, nn.Parameter]] = []
     try:
@@ -323,7 +323,7 @@ def record_formulations(model: nn.Module) -> dict[str, str]:
     so that :func:`torch_slt.report` still names it after :func:`finalize` removed the gates."""
     from torch_slt.core.formulation import formulation
 
-    labels = {g.qualified: formulation(g.method) for g in gated_tensors(model)}
+    labels = {g.qualified: formulation(g.hook) for g in gated_tensors(model)}
     record_gate_formulations(model, labels)
     return labels
 

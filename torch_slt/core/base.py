@@ -34,6 +34,17 @@ from torch_slt.core.errors import AlreadyGatedError, NonFiniteGateError, Unsuppo
 from torch_slt.core.metadata import GateLoadCheck, GateMetadata
 
 
+class _SavedMask:
+    """The value of a scoring-only constructor argument (``data``) of a fixed-mask method rebuilt from a
+    checkpoint: the saved mask is installed, so nothing is scored (:meth:`FixedMaskMethod.for_saved_mask`)."""
+
+    def __repr__(self) -> str:
+        return "SAVED_MASK"
+
+
+SAVED_MASK = _SavedMask()
+
+
 class SLTMethod(prune.BasePruningMethod):
     """Base class of every torch_slt method; see the module docstring for the state it adds."""
 
@@ -53,7 +64,7 @@ class SLTMethod(prune.BasePruningMethod):
     added_names: ClassVar[tuple[str, ...]] = ()
 
     _tensor_name: str | None = None
-    #: How many readers of this weight (:mod:`torch_slt.core.checks`) are running: while one is, the
+    #: How many readers of this weight (:mod:`torch_slt.core.readers`) are running: while one is, the
     #: weight it computed serves the whole forward and the gate's own pre-hook does not recompute it.
     _reader_depth: int = 0
 
@@ -218,7 +229,7 @@ class SLTMethod(prune.BasePruningMethod):
         for key in [k for k, h in module._forward_hooks.items() if _is_detach_hook(h, name)]:
             del module._forward_hooks[key]
         # Helper hooks this gate owns: its state_dict metadata hook, and the refresh hooks that
-        # torch_slt.core.checks installs on modules that read this weight in their own forward.
+        # torch_slt.core.readers installs on modules that read this weight in their own forward.
         for hooked in [module, *self.__dict__.pop("_hooked_modules", [])]:
             for hooks in (hooked._forward_pre_hooks, hooked._forward_hooks, hooked._state_dict_hooks,
                           hooked._state_dict_pre_hooks, hooked._load_state_dict_pre_hooks):
@@ -325,6 +336,21 @@ class FixedMaskMethod(SLTMethod):
     """
 
     learned = False
+    #: Constructor arguments only the scoring needs (``data`` for SNIP / GraSP / SynFlow).
+    scoring_inputs: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def for_saved_mask(cls, config: dict[str, Any]) -> FixedMaskMethod:
+        """The method built through its constructor from a checkpoint's ``config`` (its settings checked as
+        at ``apply``), to install a saved mask: each of :attr:`scoring_inputs` is :data:`SAVED_MASK`, as no
+        score is computed.
+
+        Example:
+            >>> FixedMaskMethod.for_saved_mask({"sparsity": 0.5}).sparsity
+            0.5
+        """
+        settings = {k: v for k, v in config.items() if k not in cls.scoring_inputs}
+        return cls(**settings, **dict.fromkeys(cls.scoring_inputs, SAVED_MASK))
 
     def __init__(self, sparsity: float | None = None, scope: str = "global", *,
                  amount: float | None = None, rounding: str = "torch") -> None:

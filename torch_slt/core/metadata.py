@@ -2,7 +2,7 @@
 
 Every gated module adds one entry to the state_dict's standard per-module metadata
 (``state_dict._metadata[<m>]["torch_slt"] = {"weight": {"method": "stg", "config": {...}}}``), written by
-the :class:`GateMetadata` post-hook that the gate installs. :mod:`torch_slt.core.state` reads it back to
+the :class:`GateMetadata` post-hook that the gate installs. :mod:`torch_slt.core.checkpoint` reads it back to
 re-create the gates of a checkpoint. This module imports nothing else of the core, so the gate protocol
 (:mod:`torch_slt.core.base`) can install the hook without an import circle.
 """

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
-from torch_slt.core.base import FixedMaskMethod
+from torch_slt.core.base import SAVED_MASK, FixedMaskMethod
 from torch_slt.core.targets import target_tensor
 from torch_slt.core.outputs import logits_of
 
@@ -120,6 +120,8 @@ def check_data(data: Any, who: str) -> None:
     """Cheap checks that do not consume ``data`` (it may be a one-shot iterator)."""
     if data is None:
         raise missing_data_error(who)
+    if data is SAVED_MASK:   # rebuilt from a checkpoint to install its mask: never scored
+        return
     if is_batch(data):
         return
     if isinstance(data, (Tensor, str, bytes)) or not isinstance(data, Iterable):
@@ -132,6 +134,9 @@ def check_data(data: Any, who: str) -> None:
 def iter_batches(data: Any, who: str) -> Iterator[Batch]:
     """Yield the ``(inputs, targets)`` batches of ``data`` (one batch, or an iterable of batches)."""
     check_data(data, who)
+    if data is SAVED_MASK:
+        raise TypeError(f"{who}: this method was rebuilt from a checkpoint to install its saved mask and has "
+                        f"no data to score with; build it with data=... to compute a new mask")
     if is_batch(data):
         yield data[0], data[1]
         return
@@ -266,6 +271,8 @@ class DataScoredMethod(FixedMaskMethod):
     ``data`` and ``loss_fn`` are checked when the method is built (before the model is touched) and are
     dropped from each hook once its mask is set, so no reference to the data stays on the model.
     """
+
+    scoring_inputs = ("data",)
 
     def __init__(self, sparsity: float | None = None, scope: str = "global", data: Any = None,
                  loss_fn: LossFn | None = None, *, amount: float | None = None, rounding: str = "torch") -> None:

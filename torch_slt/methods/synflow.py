@@ -66,6 +66,8 @@ class Synflow(FixedMaskMethod):
 
     description = "SynFlow: data-free, iterative |w * dR/dw| on |weights| in float64, chosen at apply"
 
+    scoring_inputs = ("data",)
+
     def __init__(self, sparsity: float | None = None, scope: str = "global", iterations: int = 100,
                  schedule: str = "exponential", input_shape: Sequence[int] | None = None,
                  data: Any = None, *, amount: float | None = None, rounding: str = "torch") -> None:

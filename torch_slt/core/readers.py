@@ -1,4 +1,4 @@
-"""Safety checks run by :func:`torch_slt.apply` before the model is touched.
+"""Readers of gated weights: checks and refresh hooks :func:`torch_slt.apply` installs before the model is touched.
 
 A torch pruning hook recomputes ``module.weight`` only when *that module* is called. Two patterns read a
 gated weight some other way, and would silently use a stale tensor (pain point 4 in the libraries notes):

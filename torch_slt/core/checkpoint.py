@@ -204,8 +204,7 @@ def _refuse_shape_mismatch(model: nn.Module, state_dict: Mapping[str, Any],
 
 def _restore_fixed(cls: type, config: dict[str, Any], target: Any, mask: Tensor) -> Any:
     """Install a fixed-mask gate from a saved mask, without the data its scores would need."""
-    hook = cls.__new__(cls)
-    hook.__dict__.update(config)
+    hook = cls.for_saved_mask(config)
     device = target.module._parameters[target.tensor].device
     return hook._install(target.module, target.tensor, mask=mask.to(device=device, dtype=torch.bool))
 
