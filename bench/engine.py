@@ -110,6 +110,9 @@ def _model(name: str, quick: bool) -> tuple[nn.Module, torch.Tensor, torch.Tenso
     if name == "lenet300":
         model, _ = common.build("lenet300", (1, 28, 28))
         batch, shape = (32 if quick else 256), (1, 28, 28)
+    elif name == "vit":   # the zoo's ViT (6 layers, hidden 192 at width 1; patch 4 on 32x32)
+        model, _ = common.build("vit", (3, 32, 32), width=0.25 if quick else 1.0)
+        batch, shape = (4 if quick else 32), (3, 32, 32)
     else:
         model, _ = common.build("resnet18", (3, 32, 32), width=0.125 if quick else 0.25)
         batch, shape = (4 if quick else 32), (3, 32, 32)
@@ -155,7 +158,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--layers", type=int, default=None, help="default 96; quick 12")
-    p.add_argument("--models", default=None, help="default lenet300,resnet18; quick lenet300")
+    p.add_argument("--models", default=None, help="lenet300, resnet18, vit; default lenet300,resnet18; quick lenet300")
     p.add_argument("--backend", default=None, help="default inductor; quick eager")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
