@@ -93,3 +93,16 @@ def test_engine_script_writes_both_parts(tmp_path):
     text = _run("bench/engine.py", "--quick", "--out", str(out))
     assert "| eval forward |" in text and "| lenet300 | stg (sparsity=0.9) |" in text
     assert "## torch.compile against eager" in out.read_text()
+
+
+def test_defaults_script_runs_find_on_every_cell_and_flags_chance(tmp_path):
+    stem = tmp_path / "defaults"
+    _run("bench/defaults.py", "--quick", "--models", "lenet300", "--methods", "stg,random", "--out",
+         str(stem))
+    table = stem.with_suffix(".md").read_text()
+    assert "| lenet300 | " in table and "%, 1 ep)" in table
+    command = "torch-slt find --dataset digits --model lenet300 --method random --sparsity 0.5 --epochs 1"
+    assert f"`{command}`" in table
+    cells = {c["method"]: c for c in json.loads(stem.with_suffix(".json").read_text())["cells"]}
+    assert set(cells) == {"stg", "random"} and all(0.0 <= c["test_accuracy"] <= 1.0 for c in cells.values())
+    assert abs(cells["random"]["sparsity"] - 0.5) < 1e-3 and cells["stg"]["epochs"] == 1

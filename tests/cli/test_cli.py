@@ -241,3 +241,36 @@ def test_threads_flag_sets_torch_threads_and_rejects_zero(tmp_path, capsys):
         assert (tmp_path / "t1" / "report.json").exists()
     finally:
         torch.set_num_threads(before)
+
+
+def test_find_warns_loudly_when_the_ticket_is_at_chance(tmp_path, capsys):
+    # 50 of lenet300's 50,200 weights kept at random: no path from the input reaches the logits
+    rc, out, err = _run(["find", "--method", "random", "--sparsity", "0.999", *FAST, "--out",
+                         str(tmp_path / "r")], capsys)
+    assert rc == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert len(report["warnings"]) == 1 and "is at chance (10.00% for a guess among 10 classes)" in \
+        report["warnings"][0]
+    assert f"> **WARNING**: {report['warnings'][0]}" in (tmp_path / "r" / "report.md").read_text()
+    assert f"torch-slt find: WARNING: {report['warnings'][0]}" in err   # even with --quiet
+    assert f"WARNING: {report['warnings'][0]}" in out
+
+
+def test_find_has_no_warning_for_a_real_ticket(tmp_path, capsys):
+    rc, out, err = _run(["find", *FAST, "--out", str(tmp_path / "s")], capsys)
+    assert rc == 0 and "WARNING" not in out + err
+    assert json.loads((tmp_path / "s" / "report.json").read_text())["warnings"] == []
+
+
+@pytest.mark.filterwarnings("ignore:.*'magnitude' keeps no weight")
+def test_sweep_flags_every_cell_at_chance(tmp_path, capsys):
+    rc, out, err = _run(["sweep", "--methods", "random,magnitude", "--sparsities", "0.999", "--no-dense",
+                         *FAST, "--out", str(tmp_path / "sw")], capsys)
+    assert rc == 0
+    rows = {r["method"]: r for r in json.loads((tmp_path / "sw" / "sweep.json").read_text())["rows"]}
+    for method in ("random", "magnitude"):
+        (alarm,) = rows[method]["warnings"]
+        assert "is at chance" in alarm
+        assert f"torch-slt sweep: WARNING ({method}-0.999): {alarm}" in err
+        assert f"> **WARNING** {method} at 100%: {alarm}" in out
+        assert f"| {method} | 100% |" in out and out.count("| **WARNING** |") == 2

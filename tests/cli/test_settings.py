@@ -58,3 +58,22 @@ def test_resume_clash_names_the_flag(tmp_path):
     args = build_parser().parse_args(["find", "--resume", "--out", str(out), "--batch-size", "16"])
     with pytest.raises(Exception, match=r"--batch-size 16 \(the run has 64\)"):
         from_args(args, out)
+
+
+@pytest.mark.parametrize("train, ramp", [(1294, 0.5), (54000, 1000 / 16880)])
+def test_a_sparsity_targets_ramp_lasts_half_the_run_but_at_most_1000_steps(train, ramp):
+    from types import SimpleNamespace
+
+    import torch
+
+    from torch_slt.cli.prepare import method_kwargs
+
+    splits = SimpleNamespace(train=range(train))
+    kwargs = method_kwargs("stg", _settings([]), 0.9, splits, torch.device("cpu"))
+    assert kwargs["total_steps"] == 20 * -(-train // 64) and kwargs["ramp"] == pytest.approx(ramp)
+    assert method_kwargs("hardconcrete", _settings([]), 0.9, splits, torch.device("cpu"))["ramp"] == \
+        pytest.approx(ramp)
+    # a ramp the user gave is kept; without a target there is no ramp to set
+    given = method_kwargs("stg", _settings(["--method-arg", "ramp=0.3"]), 0.9, splits, torch.device("cpu"))
+    assert given["ramp"] == 0.3
+    assert "ramp" not in method_kwargs("stg", _settings([]), None, splits, torch.device("cpu"))

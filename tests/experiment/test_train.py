@@ -147,3 +147,36 @@ def test_progress_bar_shows_epochs_loss_and_sparsity(capsys):
     assert "epoch 2/2" in err and "loss=" in err and "sparsity=" in err and "val " in err
     fit(torch_slt.apply(_mlp(), "stg"), _data(), _data(), _cfg(epochs=1))
     assert capsys.readouterr().err == ""   # quiet
+
+
+def _first_training_gates(spec_seed, train_seed):
+    """The gates z = weight / weight_orig of the first layer in fit's first training forward."""
+    from torch_slt.experiment.zoo import ModelSpec, build_model
+
+    model = build_model(ModelSpec("lenet300", (1, 8, 8), 10, width=0.2, seed=spec_seed))
+    torch_slt.apply(model, "stg")
+    layer, seen = model[1], []
+    layer.register_forward_hook(lambda m, i, o: seen.append((m.weight / m.weight_orig).detach().clone())
+                                if m.training and not seen else None)
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(32, 1, 8, 8, generator=g), torch.randint(0, 10, (32,), generator=g))
+    fit(model, data, None, _cfg(epochs=1, batch_size=32, seed=train_seed))
+    return seen[0], layer.weight_orig.detach()
+
+
+def test_the_gate_noise_is_not_the_stream_the_weights_were_drawn_from():
+    # Same --seed for the network and for training (the CLI's default): the first forward's gate noise
+    # used to be the weights' own normal draws, so z grew with w (a correlation of about 0.9) and a
+    # conv4's activations exploded; now the noise is independent of the weights.
+    gates, weight = _first_training_gates(spec_seed=0, train_seed=0)
+    corr = torch.corrcoef(torch.stack([gates.flatten(), weight.flatten()]))[0, 1]
+    assert abs(float(corr)) < 0.05
+    # and the seed still decides the noise: the same seed gives the same gates
+    assert torch.equal(_first_training_gates(spec_seed=0, train_seed=0)[0], gates)
+
+
+def test_training_seed_is_a_fixed_hash_that_differs_from_the_seed():
+    from torch_slt.experiment.train.config import training_seed
+
+    assert [training_seed(s) != s for s in range(50)] == [True] * 50
+    assert training_seed(3) == training_seed(3) and 0 <= training_seed(2 ** 62) < 2 ** 63

@@ -20,6 +20,8 @@ from torch_slt.core.errors import SettingError, SLTError
 
 #: Samples per class handed to data-driven one-shot methods (SNIP, GraSP), as in Synaptic-Flow.
 SCORING_SAMPLES_PER_CLASS = 10
+#: The longest sparsity-target ramp find / sweep give a gate method, in optimiser steps (ramp_fraction).
+MAX_RAMP_STEPS = 1000
 
 
 @dataclass
@@ -77,6 +79,8 @@ def method_kwargs(method: str, s: RunSettings, sparsity: float | None, splits: A
         # the sparsity target's schedule (or cs's temperature) spans the run (fit's batches: the last
         # one may be short)
         kwargs["total_steps"] = s.training.epochs * math.ceil(len(splits.train) / s.training.batch_size)
+        if "ramp" in params and "ramp" not in kwargs and kwargs.get("sparsity") is not None:
+            kwargs["ramp"] = ramp_fraction(params["ramp"].default, kwargs["total_steps"])
     if "data" in params:
         kwargs["data"] = [scoring_batch(splits, s.seed, device)]
     return kwargs
@@ -108,6 +112,19 @@ def method_flags(params: Any, own_flags: dict[str, Any]) -> list[str]:
     names = [n for n in params if n != "self" and not n.startswith("_") and n not in _FILLED
              and params[n].kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
     return [f"--{n}" if n in own_flags else f"--method-arg {n}=VALUE" for n in names] or ["no hyperparameter flag"]
+
+
+def ramp_fraction(default: float, total_steps: int) -> float:
+    """The sparsity target's ramp as a fraction of the run: the method's (half the run), but at most
+    :data:`MAX_RAMP_STEPS` optimiser steps.
+
+    Why a cap: the gates move about ``lr`` per Adam step whatever the run's length, so a ramp of half
+    of a long run keeps them under the target's penalty at every intermediate sparsity for thousands of
+    steps. On lenet300 / Fashion-MNIST at 0.9 (54k images, 20 epochs: 16,880 steps) a ramp of 8,440
+    steps ended at 72.6 % test accuracy, one of 1,000 steps at 84.3 % (val 85.8 %); a short run
+    (digits: 420 steps) keeps the method's half-run ramp.
+    """
+    return min(float(default), MAX_RAMP_STEPS / max(1, total_steps))
 
 
 def full_method_config(model: torch.nn.Module, given: dict[str, Any]) -> dict[str, Any]:

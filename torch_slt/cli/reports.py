@@ -3,6 +3,7 @@ prints exactly what the run wrote)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,22 @@ def formulation_of_run(r: dict[str, Any]) -> str:
     return r.get("method", {}).get("formulation") or r["settings"]["method"]
 
 
+def announce(command: str, alarms: list[str], what: str = "") -> None:
+    """Print every alarm of a run (``training_alarms``) to stderr, loudly, even with ``--quiet``."""
+    for alarm in alarms:
+        print(f"torch-slt {command}: WARNING{' (' + what + ')' if what else ''}: {alarm}", file=sys.stderr)
+
+
+def warning_lines(alarms: list[str]) -> list[str]:
+    """The alarms as Markdown block quotes (empty when there is none)."""
+    return [line for alarm in alarms for line in (f"> **WARNING**: {alarm}", "")]
+
+
 def report_markdown(r: dict[str, Any]) -> str:
     s, acc, sp, par = r["settings"], r["accuracy"], r["sparsity"], r["parameters"]
     lines = [
         f"# Ticket: {formulation_of_run(r)} on {s['model']} / {s['dataset']}", "",
+        *warning_lines(r.get("warnings", [])),
         "| | |", "|---|---|",
         f"| formulation | {formulation_of_run(r)} |",
         f"| test accuracy | {acc['test']:.2%} |",
@@ -58,9 +71,10 @@ def report_markdown(r: dict[str, Any]) -> str:
 
 def summary(r: dict[str, Any], out: Path) -> str:
     sp = r["sparsity"]
-    return (f"{formulation_of_run(r)}: test accuracy {r['accuracy']['test']:.2%} (val {r['accuracy']['val']:.2%}) with "
+    text = (f"{formulation_of_run(r)}: test accuracy {r['accuracy']['test']:.2%} (val {r['accuracy']['val']:.2%}) with "
             f"{sp['sparsity']:.2%} of the gated weights removed ({sp['kept']:,} of {sp['total']:,} kept); "
             f"{r['wall_time_s']['total']:.1f} s. Ticket and report in {out}/")
+    return "\n".join([text] + [f"WARNING: {alarm}" for alarm in r.get("warnings", [])])
 
 
 def summary_table(r: dict[str, Any], out: Path) -> str:
@@ -76,6 +90,7 @@ def summary_table(r: dict[str, Any], out: Path) -> str:
               for row in sp["layers"]]
     lines += [f"  {'wall time':<{width}}  {r['wall_time_s']['total']:>7.1f} s",
               f"  {'ticket and report':<{width}}  {out}/"]
+    lines += [f"  WARNING: {alarm}" for alarm in r.get("warnings", [])]
     return "\n".join(lines)
 
 
@@ -84,14 +99,18 @@ def sweep_markdown(r: dict[str, Any], short: bool = False) -> str:
     title = f"# Sweep: {s['model']} / {s['dataset']}, seed {s['seed']}, {s['epochs']} epochs"
     lines = [] if short else [title, "", "![accuracy against sparsity](curve.png)", ""]
     lines += ["| method | target sparsity | lam | formulation | sparsity | val accuracy | test accuracy "
-              "| time (s) |", "|---|---:|---:|---|---:|---:|---:|---:|"]
+              "| time (s) | warning |", "|---|---:|---:|---|---:|---:|---:|---:|---|"]
     rows = list(r["rows"]) + ([r["dense"]] if r["dense"] else [])
     for row in rows:
         target = "-" if row["target_sparsity"] is None else f"{row['target_sparsity']:.0%}"
         lam = "-" if row.get("lam") is None else f"{row['lam']:g}"
+        flag = "**WARNING**" if row.get("warnings") else ""
         lines.append(f"| {row['method']} | {target} | {lam} | {row.get('formulation') or row['method']} "
                      f"| {row['sparsity']:.2%} | {row['val_accuracy']:.2%} | {row['test_accuracy']:.2%} "
-                     f"| {row['wall_time_s']:.1f} |")
+                     f"| {row['wall_time_s']:.1f} | {flag} |")
+    flagged = [(row, alarm) for row in rows for alarm in row.get("warnings", [])]
+    if flagged:
+        lines += [""] + [f"> **WARNING** {_cell_name(row)}: {alarm}" for row, alarm in flagged]
     if not short:
         weights = "are trained too (--train-weights)" if s["train_weights"] else "stay frozen"
         lines += ["", f"The weights {weights}. Learned-mask methods train their masks; one-shot methods "
@@ -103,3 +122,8 @@ def sweep_markdown(r: dict[str, Any], short: bool = False) -> str:
                   "straight-through), whose sparsity is what the penalty reached. The plot draws one curve per "
                   "formulation.", ""]
     return "\n".join(lines)
+
+
+def _cell_name(row: dict[str, Any]) -> str:
+    target = row.get("target_sparsity")
+    return row["method"] + ("" if target is None else f" at {target:.0%}")

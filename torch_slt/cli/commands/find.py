@@ -16,7 +16,7 @@ import torch_slt
 from torch_slt.cli import output
 from torch_slt.cli.flags import add_run_flags
 from torch_slt.cli.prepare import Prepared, load_data, prepare
-from torch_slt.cli.reports import report_markdown, summary, summary_table
+from torch_slt.cli.reports import announce, report_markdown, summary, summary_table
 from torch_slt.cli.settings import CONFIG, CLIError, RunSettings, from_args
 
 NAME = "find"
@@ -43,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from torch_slt.experiment.train import fit
+    from torch_slt.experiment.train.alarms import TrainingAlarm
 
     t_start = time.perf_counter()
     out = Path(args.out) if args.out else None
@@ -65,8 +66,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"torch-slt find: {s.method} on {s.model} / {s.dataset} ({len(splits.train)} train, "
               f"{len(splits.val)} val, {len(splits.test)} test) -> {out}", file=sys.stderr)
     try:
-        result = fit(prep.model, splits.train, splits.val, config, checkpoint=out / CHECKPOINT,
-                     resume=args.resume)
+        with warnings.catch_warnings():
+            # find checks the finished ticket itself (_finish) and says so louder
+            warnings.simplefilter("ignore", TrainingAlarm)
+            result = fit(prep.model, splits.train, splits.val, config, checkpoint=out / CHECKPOINT,
+                         resume=args.resume)
     except KeyboardInterrupt:
         print(f"torch-slt find: interrupted; continue with: torch-slt find --out {out} --resume",
               file=sys.stderr)
@@ -88,6 +92,7 @@ def _finish(prep: Prepared, result: Any, out: Path, t_start: float, compact: boo
     """Finalize, evaluate (the test split once), and write every output (with ``compact``, the compact
     model too) into one staging folder; report.json last, so a kill leaves a run to resume."""
     from torch_slt.experiment.train import accuracy
+    from torch_slt.experiment.train.alarms import training_alarms
 
     model, s = prep.model, prep.settings
     if torch_slt.is_gated(model):
@@ -95,6 +100,8 @@ def _finish(prep: Prepared, result: Any, out: Path, t_start: float, compact: boo
     val_acc = accuracy(model, prep.splits.val)
     test_acc = accuracy(model, prep.splits.test)
     sparsity = torch_slt.report(model)   # its formulation: recorded by finalize
+    alarms = training_alarms(result.history, prep.splits.num_classes, final_accuracy=val_acc)
+    announce(NAME, alarms)
     with output.staged(out, last="report.json") as staging:
         model_cpu = model.to("cpu")
         output.save_state_dict(staging / "ticket.safetensors", model_cpu, prep.spec)
@@ -109,6 +116,7 @@ def _finish(prep: Prepared, result: Any, out: Path, t_start: float, compact: boo
         if compact:
             _compact(prep, staging, quiet, out)
         report = _report(prep, result, sparsity, val_acc, test_acc, t_start, staging)
+        report["warnings"] = alarms
         (staging / "report.md").write_text(report_markdown(report))
         output.write_json(staging / "report.json", report)
     return report

@@ -33,7 +33,7 @@ from torch_slt.cli.evaluation import (add_eval_flags, eval_settings, evaluation_
                                       metric_names, run_evaluation)
 from torch_slt.cli.flags import add_run_flags
 from torch_slt.cli.prepare import check_method_settings, load_data, prepare
-from torch_slt.cli.reports import sweep_markdown
+from torch_slt.cli.reports import announce, sweep_markdown
 from torch_slt.cli.settings import CONFIG, CLIError, RunSettings, from_args, read_config
 from torch_slt.core.errors import SLTError
 from torch_slt.core.formulation import GATE_METHODS, formulation_family, formulation_of
@@ -264,6 +264,7 @@ def _run_one(s: RunSettings, method: str | None, sparsity: float | None, splits:
     """Train, finalize, evaluate and save the ticket of one cell (``method`` None: dense); training
     continues from ``checkpoint`` when it exists and writes it at every epoch."""
     from torch_slt.experiment.train import accuracy, fit
+    from torch_slt.experiment.train.alarms import TrainingAlarm, training_alarms
 
     t0 = time.perf_counter()
     prep = prepare(s, method, sparsity, splits)
@@ -273,7 +274,10 @@ def _run_one(s: RunSettings, method: str | None, sparsity: float | None, splits:
         where = f" at sparsity {sparsity}" if sparsity is not None else (f" at lam {lam:g}" if lam is not None else "")
         print(f"{tag} {name}{where}", file=sys.stderr)
     try:
-        fit(prep.model, splits.train, splits.val, prep.train_config, checkpoint=checkpoint, resume=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TrainingAlarm)  # the cell's row says it, below
+            result = fit(prep.model, splits.train, splits.val, prep.train_config, checkpoint=checkpoint,
+                         resume=True)
     except ValueError as err:  # a checkpoint that does not fit, non-finite gates
         raise CLIError(f"{_label(method, sparsity, lam)}: {err}") from None
     if method is not None:
@@ -286,6 +290,8 @@ def _run_one(s: RunSettings, method: str | None, sparsity: float | None, splits:
            "test_accuracy": accuracy(prep.model, splits.test),
            "epochs": prep.train_config.epochs, "kwargs": prep.method_kwargs,
            "wall_time_s": time.perf_counter() - t0}
+    row["warnings"] = training_alarms(result.history, splits.num_classes, final_accuracy=row["val_accuracy"])
+    announce(NAME, row["warnings"], _label(method, sparsity))
     # dense too: its ticket is the reference of 'torch-slt evaluate' (mCE, LTH-PASS)
     row["ticket"] = _save_ticket(prep, row, out, _label(method, sparsity, lam))
     if not quiet:

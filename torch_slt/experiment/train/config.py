@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -161,6 +162,22 @@ class TrainConfig:
             _positive_int("stop_after", self.stop_after)
 
 
+def training_seed(seed: int) -> int:
+    """The seed of torch's global RNG in :func:`fit` (the gate noise): a hash of ``seed``, never ``seed``.
+
+    Why not ``seed`` itself: the zoo draws a network's weights with ``normal_`` from a generator seeded
+    with the spec's seed, layer by layer, and the stg gates draw their noise with ``randn_like`` from
+    the global RNG, layer by layer in the same order. With both seeded by the same number (``--seed``
+    seeds both) the first training forward's noise *was* the weights' normal draws, so every gate
+    opened in proportion to its weight: each layer's effective weights had a positive mean and the
+    activations of a bias-free, norm-free conv net grew about 10x per layer (conv4 on digits: logits
+    of 9e5, a first-step loss of 7e4). That single step filled Adam's second-moment estimate for
+    thousands of steps, so the gates barely moved again and ``find --model conv4`` ended at chance.
+    """
+    digest = hashlib.sha256(f"torch_slt.fit:{int(seed)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2 ** 63
+
+
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SettingError(name, value, "must be a positive integer")
@@ -168,9 +185,11 @@ def _positive_int(name: str, value: Any) -> None:
 
 @dataclass
 class FitResult:
-    """What :func:`fit` did: one ``history`` row per epoch (``epoch``, ``loss``, ``val_accuracy``,
-    ``sparsity``, ``lr``), whether all epochs ran, the epoch it resumed from, and the training time in
-    seconds (summed over interrupted and resumed parts)."""
+    """What :func:`fit` did: one ``history`` row per epoch (``epoch``, ``loss``, ``task_loss`` (the cross
+    entropy alone), ``val_accuracy``, ``sparsity``, ``lr``), whether all epochs ran, the epoch it resumed
+    from, the training time in seconds (summed over interrupted and resumed parts), and ``alarms``: what
+    :func:`~torch_slt.experiment.train.alarms.training_alarms` found (a diverged loss, a finished run at
+    chance validation accuracy), also warned as a ``TrainingAlarm``."""
 
     config: TrainConfig
     method: str | None
@@ -178,6 +197,7 @@ class FitResult:
     completed: bool = False
     resumed_from: int = 0
     wall_time: float = 0.0
+    alarms: list[str] = field(default_factory=list)
 
     @property
     def val_accuracy(self) -> float | None:

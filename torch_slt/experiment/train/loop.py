@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -15,11 +16,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from torch_slt.core.api import gated_tensors, mask_parameters, penalty
 from torch_slt.core.health import check_finite_gates
+from torch_slt.experiment.train.alarms import TrainingAlarm, training_alarms
 from torch_slt.experiment.train.batches import _loader, _logits, _to, accuracy, method_of, resolve_device
 from torch_slt.experiment.files import brief
 from torch_slt.experiment.train.checkpoint import (_load_checkpoint, _rng_state, _save_checkpoint,
                                                   _set_rng_state)
-from torch_slt.experiment.train.config import METHOD_DEFAULTS, FitResult, TrainConfig
+from torch_slt.experiment.train.config import METHOD_DEFAULTS, FitResult, TrainConfig, training_seed
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +102,8 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     steps, epochs x batches per epoch (logged once at info level), so its ramp spans the training
     (:func:`torch_slt.core.schedule_setup.set_total_steps`); a ``total_steps`` given to ``apply`` is kept.
 
-    ``fit`` seeds torch's global RNG with ``config.seed`` (the gate noise is drawn from it) and shuffles
+    ``fit`` seeds torch's global RNG from ``config.seed`` (the gate noise is drawn from it; a hash of
+    the seed, see :func:`~torch_slt.experiment.train.config.training_seed`) and shuffles
     with its own generator, so two calls with the same config give the same masks. The checkpoint holds
     every RNG state, which is why a resumed run matches an uninterrupted one bit for bit (on the same
     device and library versions).
@@ -110,7 +113,7 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     device = resolve_device(cfg.device)
     model.to(device)
     loader_gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(training_seed(cfg.seed))  # not cfg.seed: see training_seed
     train_loader = _loader(train, cfg.batch_size, shuffle=True, generator=loader_gen,
                            num_workers=cfg.num_workers, device=device)
     if val is not None:
@@ -147,17 +150,20 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
         return result
 
     stop = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
+    num_classes = None
     bar = _progress(cfg, method, train_loader, start)
     try:
         for epoch in range(start, stop):
             t0 = time.perf_counter()
-            loss = _train_epoch(model, train_loader, optimizer, device, bar, epoch, cfg)
+            loss, task_loss, classes = _train_epoch(model, train_loader, optimizer, device, bar, epoch, cfg)
+            num_classes = classes or num_classes
             # Once per epoch (one device wait), before the checkpoint: the last one saved stays good.
             check_finite_gates(model, f"fit(): after epoch {epoch + 1}")
             lr = optimizer.param_groups[0]["lr"]
             if scheduler is not None:
                 scheduler.step()
-            row = {"epoch": epoch + 1, "loss": loss, "sparsity": _current_sparsity(model), "lr": lr,
+            row = {"epoch": epoch + 1, "loss": loss, "task_loss": task_loss,
+                   "sparsity": _current_sparsity(model), "lr": lr,
                    "val_accuracy": accuracy(model, val, device=device) if val is not None else None}
             result.history.append(row)
             result.wall_time += time.perf_counter() - t0
@@ -173,6 +179,7 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
         if bar is not None:
             bar.close()
     result.completed = len(result.history) >= cfg.epochs and stop == cfg.epochs
+    _alarm(result, num_classes)
     model.eval()
     return result
 
@@ -191,17 +198,33 @@ def _set_total_steps(model: nn.Module, cfg: TrainConfig, loader: Iterable) -> No
                     "total_steps was not given to apply)", steps, cfg.epochs, steps // cfg.epochs)
 
 
+def _alarm(result: FitResult, num_classes: int | None) -> None:
+    """Warn (:class:`TrainingAlarm`) and record in ``result.alarms`` when the run diverged, or when it
+    finished at chance validation accuracy."""
+    history = result.history if result.completed else [
+        {k: v for k, v in row.items() if k != "val_accuracy"} for row in result.history]
+    result.alarms = training_alarms(history, num_classes)
+    for alarm in result.alarms:
+        warnings.warn(f"fit(): {alarm}", TrainingAlarm, stacklevel=3)
+
+
 def _train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, device: torch.device,
-                 bar: Any, epoch: int, cfg: TrainConfig) -> float:
+                 bar: Any, epoch: int, cfg: TrainConfig) -> tuple[float, float, int | None]:
+    """One pass over ``loader``: the mean loss, the mean task loss (cross entropy, without the
+    penalty) and the number of classes (the logits' width)."""
     model.train()
-    total, count = torch.zeros((), device=device), 0
+    total, task, count, classes = torch.zeros((), device=device), torch.zeros((), device=device), 0, None
     for step, batch in enumerate(loader):
         inputs, targets = _to(batch, device)
-        loss = nn.functional.cross_entropy(_logits(model(inputs)), targets) + penalty(model)
+        logits = _logits(model(inputs))
+        classes = classes or int(logits.shape[-1])
+        ce = nn.functional.cross_entropy(logits, targets)
+        loss = ce + penalty(model)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         total += loss.detach()
+        task += ce.detach()
         count += 1
         if bar is not None:
             bar.update(1)
@@ -212,7 +235,7 @@ def _train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Opti
                     post["sparsity"] = f"{sparsity:.1%}"
                 bar.set_description(f"{bar.slt_name} epoch {epoch + 1}/{cfg.epochs}", refresh=False)
                 bar.set_postfix(post)
-    return float(total / max(count, 1))
+    return float(total / max(count, 1)), float(task / max(count, 1)), classes
 
 
 def _progress(cfg: TrainConfig, method: str | None, loader: Iterable, start: int):
