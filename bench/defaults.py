@@ -4,7 +4,9 @@ Issue 22: a newcomer's `torch-slt find --model conv4` (stg defaults) ended at 11
 warning. Each cell here is that command, run in-process (``torch_slt.cli.main``) with nothing but
 ``--dataset digits --model M --method X --epochs E --threads 1 --quiet``, plus ``--sparsity 0.5`` for
 the methods that need one (edge-popup and the one-shot methods: their papers' usual middle value); the
-gate methods (stg, hardconcrete), supermask and cs run on their own defaults without a target. ``E``
+gate methods (stg, hardconcrete), supermask and cs run on their own defaults without a target. The
+one-shot methods train their surviving weights (``find``'s default for a mask fixed at ``apply``); the
+learned masks keep the weights frozen. ``E``
 is ``find``'s default of 20 epochs for the small models and fewer for the slow ones on two CPU cores
 (:data:`EPOCHS`; ``--epochs`` sets one value for all). The table gives the ticket's test accuracy and
 sparsity, the warnings the run printed, and a chance flag: test accuracy within
@@ -120,10 +122,14 @@ def run_cell(cell: Cell) -> Cell:
 
 def markdown(cells: list[Cell], headline: Cell | None, meta: dict[str, str]) -> str:
     lines = ["# `torch-slt find` defaults on every zoo model and method (issue 22)", "",
-             f"- command: `{meta['command']}`", f"- date: {meta['date']}", f"- machine: {meta['machine']}",
+             "- runs (cells accumulate in the JSON; a later run replaces the cells it ran):",
+             *[f"  - {run['date']}: `{run['command']}` ({run['cells']} cells)" for run in meta["runs"]],
+             f"- machine: {meta['machine']}",
              f"- each cell: `torch-slt find --dataset digits --model M --method X` (+ `--sparsity "
              f"{SPARSITY}` where the method needs one) `--epochs E --threads 1`; test accuracy of the "
              f"finalized ticket (359 test images, 10 classes, chance 10 %), seed 0",
+             "- weights: frozen under the learned masks (stg, hardconcrete, edgepopup, supermask); trained "
+             "under a one-shot mask (magnitude, random, snip, grasp, synflow: `find`'s default) and by cs",
              f"- **chance?**: test accuracy within {CHANCE_POINTS:g} points of chance; `warned`: the run "
              f"printed a warning (at chance, or a diverged loss)", ""]
     models = list(dict.fromkeys(c.model for c in cells))
@@ -196,7 +202,11 @@ def main(argv=None) -> int:
     todo = [c for c in plan(models, methods, epochs) if args.redo or c.key not in cells or cells[c.key].error]
     if args.headline and (args.redo or headline is None):
         todo.append(Cell("lenet300", "stg", HEADLINE))
-    meta = {"command": command_line(), "date": now_utc(), "machine": machine()}
+    old = saved.get("meta") or {}
+    runs = old.get("runs") or ([{"command": old["command"], "date": old["date"], "cells": len(cells)}]
+                               if "command" in old else [])
+    meta = {"runs": runs + [{"command": command_line(), "date": now_utc(), "cells": len(todo)}],
+            "machine": machine()}
 
     def save() -> None:
         path.write_text(json.dumps({"meta": meta, "cells": [asdict(c) for c in cells.values()],

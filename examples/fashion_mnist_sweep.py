@@ -1,8 +1,10 @@
-"""Sweep methods x sparsities on one frozen random lenet300 (300-100) on Fashion-MNIST, plus dense.
+"""Sweep methods x sparsities on one random lenet300 (300-100) on Fashion-MNIST, plus dense.
 
 The library pieces behind ``torch-slt sweep``, used directly: one random network from a seed
-(:func:`torch_slt.experiment.zoo.build_model`), each method applied to a fresh copy of it, masks trained with
-:func:`torch_slt.experiment.train.fit`, accuracy against sparsity plotted with
+(:func:`torch_slt.experiment.zoo.build_model`), each method applied to a fresh copy of it, trained with
+:func:`torch_slt.experiment.train.fit` (stg's masks on the frozen weights: a strong ticket; the one-shot
+methods' masks are fixed at ``apply``, so ``fit`` trains their surviving weights: pruning at
+initialisation), accuracy against sparsity plotted with
 :func:`torch_slt.experiment.plots.plot_accuracy_vs_sparsity`.
 
 Fashion-MNIST comes from the Debian package (``apt-get install dataset-fashion-mnist``, files in

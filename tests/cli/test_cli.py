@@ -86,7 +86,33 @@ def test_find_writes_a_ticket_that_reloads_to_identical_outputs(method, extra, t
     if "--sparsity" in extra:
         target = float(extra[extra.index("--sparsity") + 1])
         assert abs(report["sparsity"]["kept"] - round((1 - target) * report["sparsity"]["total"])) <= 1
-    assert (out / "ticket.slt.safetensors").stat().st_size * 25 <= (out / "ticket.safetensors").stat().st_size
+    # one-shot masks are fixed at apply, so their weights train by default (a weak ticket stores its
+    # trained values); learned masks keep the weights frozen and store one bit per weight
+    cls = torch_slt.get_method(method)
+    assert report["training"]["train_weights"] is (not cls.learned or cls.trains_weights)
+    if not report["training"]["train_weights"]:
+        assert (out / "ticket.slt.safetensors").stat().st_size * 25 <= (out / "ticket.safetensors").stat().st_size
+
+
+def test_no_train_weights_keeps_a_one_shot_ticket_on_its_random_weights(tmp_path, capsys):
+    args = ["find", "--method", "magnitude", "--sparsity", "0.5", *FAST]
+    rc, _, err = _run([*args, "--no-train-weights", "--out", str(tmp_path / "frozen")], capsys)
+    assert rc == 0, err
+    frozen = json.loads((tmp_path / "frozen" / "report.json").read_text())
+    assert frozen["training"]["train_weights"] is False and frozen["settings"]["train_weights"] is False
+    rc, _, err = _run([*args, "--out", str(tmp_path / "trained")], capsys)
+    assert rc == 0, err
+    trained = json.loads((tmp_path / "trained" / "report.json").read_text())
+    assert trained["settings"]["train_weights"] is None and trained["training"]["train_weights"] is True
+    assert "| train_weights | True (default for magnitude) |" in (tmp_path / "trained" / "report.md").read_text()
+    frozen_model = torch_slt.load_ticket(tmp_path / "frozen" / "ticket.slt.safetensors")[0]
+    trained_model = torch_slt.load_ticket(tmp_path / "trained" / "ticket.slt.safetensors")[0]
+    # the same mask (magnitude of the same random weights), other kept values
+    frozen_sd, trained_sd = frozen_model.state_dict(), trained_model.state_dict()
+    matrices = [k for k, v in frozen_sd.items() if k.endswith("weight") and v.dim() == 2]
+    assert matrices and all(torch.equal(frozen_sd[k] != 0, trained_sd[k] != 0) for k in matrices)
+    assert all(not torch.equal(frozen_sd[k], trained_sd[k]) for k in matrices)
+    assert trained["accuracy"]["test"] > frozen["accuracy"]["test"] + 0.3
 
 
 def test_resume_after_an_interrupted_run_gives_the_same_ticket(tmp_path, capsys):
@@ -182,6 +208,11 @@ def test_sweep_shares_one_network_and_writes_table_and_plot(tmp_path, capsys):
     hashes = {torch_slt.experiment.ticket.ticket_info(out / r["ticket"])["weights_hash"] for r in result["rows"]}
     assert len(hashes) == 1
     assert "| magnitude | 90% |" in (out / "sweep.md").read_text() and "dense" in stdout
+    # stg's masks train on frozen weights; magnitude's one-shot survivors train (its default), and the
+    # report says which is which
+    assert {r["method"]: r["train_weights"] for r in result["rows"]} == {"stg": False, "magnitude": True}
+    assert ("The weights stay frozen for `stg` (strong tickets); the surviving weights are trained for "
+            "`magnitude`") in (out / "sweep.md").read_text()
     rc, text, _ = _run(["inspect", str(out)], capsys)
     assert rc == 0 and "| magnitude | 90% |" in text
 

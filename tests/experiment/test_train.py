@@ -7,6 +7,7 @@ from torch.utils.data import TensorDataset
 
 import torch_slt
 from torch_slt.experiment.train import METHOD_DEFAULTS, TrainConfig, accuracy, fit, method_defaults
+from torch_slt.core.errors import SettingError
 
 
 def _data(n=96, seed=0):
@@ -77,6 +78,39 @@ def test_an_ungated_model_is_the_dense_baseline():
     assert result.method is None and result.config.optimizer == "sgd"
     assert not torch.equal(model[2].weight, before)
     assert accuracy(model, _data()) > 0.8
+
+
+def test_one_shot_methods_train_their_weights_by_default_and_learned_masks_do_not():
+    for name in ("magnitude", "random", "snip", "grasp", "synflow", "cs"):
+        assert TrainConfig().resolved(name).train_weights is True, name
+    for name in ("stg", "hardconcrete", "edgepopup", "supermask", None):
+        assert TrainConfig().resolved(name).train_weights is False, name
+    assert TrainConfig(train_weights=False).resolved("snip").train_weights is False
+    assert TrainConfig(train_weights=True).resolved("stg").train_weights is True
+    with pytest.raises(SettingError, match="train_weights"):
+        TrainConfig(train_weights="yes").resolved("stg")
+
+
+def test_a_one_shot_ticket_trains_its_surviving_weights_and_keeps_its_mask():
+    model = torch_slt.apply(_mlp(), "magnitude", sparsity=0.5)   # apply leaves the weights trainable
+    mask, before = model[0].weight_mask.clone(), model[0].weight_orig.clone()
+    result = fit(model, _data(), _data(), _cfg(epochs=5))
+    assert result.config.train_weights is True and result.config.optimizer == "sgd"
+    assert torch.equal(model[0].weight_mask, mask)
+    assert not torch.equal(model[0].weight_orig, before)
+    assert torch.equal(model[0].weight[~mask], torch.zeros(int((~mask).sum())))
+    assert result.history[-1]["val_accuracy"] > 0.8
+
+
+def test_lr_sets_the_step_of_a_one_shot_tickets_weights():
+    # a one-shot mask has no gate: its weights are the only group, so `lr` (--lr) must reach them
+    steps = {}
+    for lr in (1e-9, 0.1):
+        model = torch_slt.apply(_mlp(), "magnitude", sparsity=0.5)
+        before = model[0].weight_orig.clone()
+        fit(model, _data(), None, _cfg(lr=lr, epochs=1))
+        steps[lr] = float((model[0].weight_orig - before).abs().max())
+    assert steps[1e-9] < 1e-6 < 1e-2 < steps[0.1]
 
 
 def test_a_fixed_mask_on_frozen_weights_has_nothing_to_train():

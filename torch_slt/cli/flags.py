@@ -26,8 +26,10 @@ def add_run_flags(p: argparse.ArgumentParser, sweep: bool = False) -> None:
                    "(stg, hardconcrete, magnitude); see docs/granularity.md")
     g.add_argument("--method-arg", dest="method_args", action="append", metavar="KEY=VALUE",
                    help="any other method hyperparameter, e.g. --method-arg threshold=0.6 (repeatable)")
-    g.add_argument("--train-weights", action="store_true", default=None,
-                   help="train the surviving weights too (a weak ticket; pruning at initialisation)")
+    g.add_argument("--train-weights", action=argparse.BooleanOptionalAction, default=None,
+                   help="train the surviving weights too (a weak ticket; pruning at initialisation). "
+                   "Default: on for the one-shot methods (magnitude, random, snip, grasp, synflow), whose "
+                   "mask is fixed at apply, and cs; off for the learned masks (a strong ticket)")
     g = p.add_argument_group("data and model")
     g.add_argument("--dataset", help=f"{', '.join(DATASETS)} (default digits, bundled with scikit-learn)")
     g.add_argument("--data-dir", help="where the dataset files are (fashion-mnist defaults to the Debian "

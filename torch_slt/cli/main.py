@@ -2,7 +2,7 @@
 
 ``torch-slt find`` builds a network with random weights from a seed, gates it with a method, trains
 the masks (weights frozen), evaluates, finalizes and saves the ticket with a report and a plot.
-``torch-slt sweep`` does that for several methods and sparsities on one frozen network, plus the
+``torch-slt sweep`` does that for several methods and sparsities on one random network, plus the
 dense-trained baseline. ``torch-slt imp`` finds a weak ticket by iterative magnitude pruning with
 rewinding. ``torch-slt inspect PATH`` reports on a saved ticket or run folder, and
 ``torch-slt methods`` lists the registered methods. ``torch-slt evaluate`` measures a run's tickets

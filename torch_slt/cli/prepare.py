@@ -156,8 +156,7 @@ def scoring_batch(splits: Any, seed: int, device: torch.device) -> tuple[torch.T
 
 def train_config(s: RunSettings, method: str | None, device: torch.device):
     """The :class:`TrainConfig` of the run, with the method's defaults filled in and checked."""
-    config = replace(s.training, train_weights=bool(s.training.train_weights), seed=s.seed,
-                     device=str(device))
+    config = replace(s.training, seed=s.seed, device=str(device))
     try:
         return config.resolved(method)
     except SettingError as err:
@@ -235,7 +234,7 @@ def prepare(s: RunSettings, method: str | None, sparsity: float | None, splits: 
         kwargs: dict[str, Any] = {}
         if method is not None:
             kwargs = method_kwargs(method, s, sparsity, splits, device)
-            trains = s.training.train_weights or torch_slt.get_method(method).trains_weights
+            trains = config.train_weights or torch_slt.get_method(method).trains_weights
             seeded_apply(model, method, s.seed, device, freeze=not trains, **kwargs)
             kwargs = full_method_config(model, kwargs)
     except CLIError:

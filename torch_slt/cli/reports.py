@@ -94,6 +94,22 @@ def summary_table(r: dict[str, Any], out: Path) -> str:
     return "\n".join(lines)
 
 
+def _weights_sentence(rows: list[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """Which rows trained their surviving weights (weak tickets) and which kept them frozen (strong)."""
+    def methods(trained: bool) -> str:
+        # a row written before rows recorded it: the run's --train-weights
+        names = dict.fromkeys(r["method"] for r in rows if r["method"] != "dense"
+                              and bool(r.get("train_weights", settings.get("train_weights"))) == trained)
+        return ", ".join(f"`{n}`" for n in names)
+
+    trained, frozen = methods(True), methods(False)
+    parts = ([f"the weights stay frozen for {frozen} (strong tickets)"] if frozen else []) + \
+        ([f"the surviving weights are trained for {trained} (weak tickets: the one-shot methods' default, "
+          "--no-train-weights keeps them frozen; cs trains its weights with its mask)"] if trained else [])
+    sentence = "; ".join(parts) or "only the dense baseline ran"
+    return sentence[0].upper() + sentence[1:] + "."
+
+
 def sweep_markdown(r: dict[str, Any], short: bool = False) -> str:
     s = r["settings"]
     title = f"# Sweep: {s['model']} / {s['dataset']}, seed {s['seed']}, {s['epochs']} epochs"
@@ -112,10 +128,9 @@ def sweep_markdown(r: dict[str, Any], short: bool = False) -> str:
     if flagged:
         lines += [""] + [f"> **WARNING** {_cell_name(row)}: {alarm}" for row, alarm in flagged]
     if not short:
-        weights = "are trained too (--train-weights)" if s["train_weights"] else "stay frozen"
-        lines += ["", f"The weights {weights}. Learned-mask methods train their masks; one-shot methods "
-                  "choose theirs once at apply. `dense` trains every weight. Methods without a sparsity "
-                  "target run once; their sparsity is what they reached.", "",
+        lines += ["", _weights_sentence(rows, s) + " Learned-mask methods train their masks; one-shot "
+                  "methods choose theirs once at apply. `dense` trains every weight. Methods without a "
+                  "sparsity target run once; their sparsity is what they reached.", "",
                   "Formulations: a gate method with a target sparsity is torch_slt's hybrid (`+ exact target "
                   "(torch_slt)`: exact top-k selection, straight-through gradient, cubic ramp); with a `lam` and "
                   "no target it is the paper's (`(paper: lam=...)`: hard mask P(z != 0) > 0.5, no "

@@ -1,4 +1,8 @@
-"""``torch-slt sweep``: several methods x sparsities on one frozen network, plus the dense baseline.
+"""``torch-slt sweep``: several methods x sparsities on one random network, plus the dense baseline.
+
+The learned masks keep that network's weights frozen (strong tickets); the one-shot methods train their
+surviving weights unless ``--no-train-weights`` (their default, as in ``find``), and every row records
+which (``train_weights``); ``sweep.md`` says it in words.
 
 The gate methods (``stg``, ``hardconcrete``) reach each sparsity through their sparsity target: torch_slt's
 hybrid formulation (:mod:`torch_slt.core.formulation`). ``--lams`` adds the paper's formulation, one cell
@@ -39,9 +43,10 @@ from torch_slt.core.errors import SLTError
 from torch_slt.core.formulation import GATE_METHODS, formulation_family, formulation_of
 
 NAME = "sweep"
-HELP = "several methods x sparsities on one frozen network, plus dense"
-DESCRIPTION = ("Train a ticket for every method and sparsity on one frozen random "
-               "network (gate methods reach each sparsity through their sparsity target, torch_slt's "
+HELP = "several methods x sparsities on one random network, plus dense"
+DESCRIPTION = ("Train a ticket for every method and sparsity on one random network (its "
+               "weights frozen under the learned masks; the one-shot methods train their survivors "
+               "unless --no-train-weights) (gate methods reach each sparsity through their sparsity target, torch_slt's "
                "hybrid; --lams adds the paper's formulation, one lam per cell, no target), train "
                "the dense baseline, and write sweep.json, sweep.md and curve.png in --out. With "
                "--metrics, then evaluate every ticket against the dense model as 'torch-slt "
@@ -289,6 +294,9 @@ def _run_one(s: RunSettings, method: str | None, sparsity: float | None, splits:
            "val_accuracy": accuracy(prep.model, splits.val),
            "test_accuracy": accuracy(prep.model, splits.test),
            "epochs": prep.train_config.epochs, "kwargs": prep.method_kwargs,
+           # dense trains every weight; a one-shot method trains its survivors unless --no-train-weights
+           "train_weights": method is None or prep.train_config.train_weights
+           or torch_slt.get_method(method).trains_weights,
            "wall_time_s": time.perf_counter() - t0}
     row["warnings"] = training_alarms(result.history, splits.num_classes, final_accuracy=row["val_accuracy"])
     announce(NAME, row["warnings"], _label(method, sparsity))
@@ -304,7 +312,7 @@ def _save_ticket(prep: Any, row: dict[str, Any], out: Path, label: str) -> str:
     tickets = out / "tickets"
     tickets.mkdir(exist_ok=True)
     with warnings.catch_warnings():
-        if prep.settings.training.train_weights or row["method"] == "dense":
+        if row["train_weights"]:
             warnings.filterwarnings("ignore", message=r"save_ticket\(\): none of the model's weights")
         meta = {"method": row["method"], "formulation": row["formulation"], "test_accuracy": row["test_accuracy"]}
         path = torch_slt.save_ticket(prep.model.to("cpu"), tickets / f"{label}.slt.safetensors", prep.spec,

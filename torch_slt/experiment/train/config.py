@@ -26,6 +26,8 @@ class MethodDefaults:
     weight_decay: float = 0.0
     schedule: str = "constant"
     weight_lr: float = 1e-3
+    #: Whether the surviving weights are trained when the user does not say (``train_weights=None``).
+    train_weights: bool = False
     source: str = ""
 
 
@@ -37,9 +39,11 @@ _GATES = MethodDefaults(
     "0.5 to the threshold 0 (stg's 1e-5 is for thousands of full-batch epochs); no weight decay, which "
     "would pull every gate towards the threshold")
 _ONE_SHOT = MethodDefaults(
-    "sgd", 0.1, 0.9, 1e-4, "cosine", weight_lr=0.1,
+    "sgd", 0.1, 0.9, 1e-4, "cosine", weight_lr=0.1, train_weights=True,
     source="Synaptic-Flow post-training (SGD momentum 0.9, lr 0.1, wd 1e-4), cosine instead of steps; "
-    "used only with train_weights (the mask itself is chosen once, at apply)")
+    "the weights train by default: the mask is chosen once at apply, so a one-shot ticket of frozen "
+    "random weights has nothing left to learn and sits at chance (SNIP, GraSP and SynFlow prune at "
+    "initialisation and then train; train_weights=False keeps the weights frozen)")
 
 #: Per-method optimiser defaults; ``"dense"`` is the dense-trained baseline, ``"learned"`` and
 #: ``"fixed"`` cover methods without a row of their own.
@@ -58,7 +62,7 @@ METHOD_DEFAULTS: dict[str, MethodDefaults] = {
         source="Zhou et al. (SGD momentum 0.9, lr 100 for the FC/MNIST supermask; hidden-networks' "
         "sample baseline uses lr 200, cosine, no weight decay): the logit gradients are tiny"),
     "cs": MethodDefaults(
-        "sgd", 0.1, 0.9, 0.0, "cosine", weight_lr=0.1,
+        "sgd", 0.1, 0.9, 0.0, "cosine", weight_lr=0.1, train_weights=True,
         source="continuous-sparsification main.py: SGD momentum 0.9, lr 0.1 for the mask logits (no weight "
         "decay) and the weights (weight decay 1e-4); cosine instead of the reference's steps at epochs 56 "
         "and 71 of 85"),
@@ -97,6 +101,10 @@ class TrainConfig:
         schedule: ``"cosine"`` (annealed to 0 over ``epochs``, stepped per epoch) or ``"constant"``.
         weight_lr: learning rate of the weights when ``train_weights`` is set.
         train_weights: train the surviving weights too (a weak ticket); the masks stay learned.
+            ``None`` (the default) takes the method's default: off for the learned masks (stg,
+            hardconcrete, edgepopup, supermask: a strong ticket), on for the one-shot methods
+            (magnitude, random, snip, grasp, synflow: pruning at initialisation, then training) and
+            for cs, which trains its weights with its mask.
         seed: seeds shuffling and every random draw of training.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"auto"``.
         quiet: no progress bar and no per-epoch lines.
@@ -113,7 +121,7 @@ class TrainConfig:
     schedule: str | None = None
     weight_lr: float | None = None
     nesterov: bool = False
-    train_weights: bool = False
+    train_weights: bool | None = None
     seed: int = 0
     device: str = "cpu"
     quiet: bool = False
@@ -124,7 +132,7 @@ class TrainConfig:
         """A copy whose ``None`` settings are filled from ``method``'s defaults, checked."""
         d = method_defaults(method)
         filled = {f: getattr(d, f) for f in ("optimizer", "lr", "momentum", "weight_decay", "schedule",
-                                             "weight_lr") if getattr(self, f) is None}
+                                             "weight_lr", "train_weights") if getattr(self, f) is None}
         cfg = replace(self, **filled)
         cfg._check()
         return cfg
@@ -152,8 +160,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise SettingError(name, value, "must be a number >= 0")
-        if not isinstance(self.nesterov, bool):
-            raise SettingError("nesterov", self.nesterov, "must be True or False")
+        for name in ("nesterov", "train_weights"):
+            if not isinstance(getattr(self, name), bool):
+                raise SettingError(name, getattr(self, name), "must be True or False")
         if self.nesterov and (self.optimizer != "sgd" or not self.momentum > 0):
             raise SettingError("nesterov", self.nesterov, f"needs optimizer='sgd' with momentum > 0 (got "
                                f"optimizer={self.optimizer!r}, momentum={self.momentum!r}); set both, "

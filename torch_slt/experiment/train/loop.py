@@ -7,6 +7,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -40,8 +41,17 @@ def _param_groups(model: nn.Module, cfg: TrainConfig, method: str | None) -> lis
             p.requires_grad_(True)
         # Weight decay on the weights only with SGD (as in dense SGD training); Adam gets none.
         decay = METHOD_DEFAULTS["dense"].weight_decay if cfg.optimizer == "sgd" else 0.0
-        groups.append({"params": weights, "lr": cfg.weight_lr, "weight_decay": decay})
+        # a one-shot mask has no gate to train: the weights are the run's only group, at its lr
+        # (so --lr sets it; the one-shot defaults give lr = weight_lr = 0.1)
+        groups.append({"params": weights, "lr": cfg.weight_lr if gates else cfg.lr, "weight_decay": decay})
     return groups
+
+
+def _has_trainable_weights(model: nn.Module) -> bool:
+    """Whether any parameter other than the gates requires grad (``apply`` leaves a one-shot method's
+    weights trainable unless ``freeze=True``)."""
+    gate_ids = {id(p) for p in mask_parameters(model)}
+    return any(p.requires_grad for p in model.parameters() if id(p) not in gate_ids)
 
 
 def _trains_weights(model: nn.Module) -> bool:
@@ -78,7 +88,10 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
         config: TrainConfig | None = None, *, checkpoint: str | os.PathLike | None = None,
         resume: bool = False) -> FitResult:
     """Train ``model`` in place: its masks (weights frozen), or with ``train_weights`` its weights too;
-    an ungated model trains all its weights (the dense baseline).
+    an ungated model trains all its weights (the dense baseline). A one-shot mask (magnitude, snip,
+    ...) is fixed at ``apply``, so by default (``train_weights=None``) its surviving weights train:
+    pruning at initialisation, as its papers do; ``train_weights=False``, or weights frozen by
+    ``apply(..., freeze=True)``, keep them frozen.
 
     Args:
         model: a model gated by one method (:func:`torch_slt.apply`), or an ungated model.
@@ -109,7 +122,11 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     device and library versions).
     """
     method = method_of(model)
-    cfg = (config or TrainConfig()).resolved(method)
+    cfg = config or TrainConfig()
+    if cfg.train_weights is None and method is not None and not _has_trainable_weights(model):
+        # the user froze the weights of a one-shot mask (apply(..., freeze=True)): they stay frozen
+        cfg = replace(cfg, train_weights=False)
+    cfg = cfg.resolved(method)
     device = resolve_device(cfg.device)
     model.to(device)
     loader_gen = torch.Generator().manual_seed(cfg.seed)
