@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     old = saved.get("meta") or {}
     runs = old.get("runs") or ([{"command": old["command"], "date": old["date"], "cells": len(cells)}]
                                if "command" in old else [])
-    meta = {"runs": runs + [{"command": command_line(), "date": now_utc(), "cells": len(todo)}],
+    meta = {"runs": runs + ([{"command": command_line(), "date": now_utc(), "cells": len(todo)}] if todo else []),
             "machine": machine()}
 
     def save() -> None:

@@ -23,6 +23,13 @@ def test_flags_become_typed_settings_and_defaults_fill_the_rest():
     assert (s.method, s.dataset, s.training.lr) == ("stg", "digits", None)
 
 
+def test_weight_lr_and_train_weights_flags_reach_the_training_settings():
+    s = _settings(["--method", "cs", "--weight-lr", "0.01", "--no-train-weights"])
+    assert (s.training.weight_lr, s.training.train_weights) == (0.01, False)
+    assert _settings(["--train-weights"]).training.train_weights is True
+    assert _settings([]).training.train_weights is None   # the method's default, resolved by fit
+
+
 def test_to_dict_is_flat_and_round_trips():
     s = _settings(["--epochs", "7", "--schedule", "cosine", "--seed", "3"])
     flat = s.to_dict()
@@ -41,6 +48,7 @@ def test_flag_of(setting, flag):
     (["--epochs", "0"], "--epochs 0 must be a positive integer"),
     (["--batch-size", "-4"], "--batch-size -4 must be a positive integer"),
     (["--lr", "-0.1"], "--lr -0.1 must be a positive number"),
+    (["--method", "cs", "--weight-lr", "0"], "--weight-lr 0.0 must be a positive number"),
     (["--momentum", "-1", "--optimizer", "sgd"], "--momentum -1.0 must be a number >= 0"),
 ])
 def test_training_errors_name_the_flag_not_the_field(argv, message, tmp_path, capsys):

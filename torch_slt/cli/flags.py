@@ -46,6 +46,9 @@ def add_run_flags(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     g.add_argument("--epochs", type=int, help=f"training epochs (default {defaults.epochs})")
     g.add_argument("--lr", type=float, help="learning rate of the masks (default: per method, see "
                    "'torch-slt methods')")
+    g.add_argument("--weight-lr", type=float, help="learning rate of the weights where they train beside "
+                   "a learned mask (cs, --train-weights; default: per method); a one-shot method's weights "
+                   "take --lr")
     g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), help="default: per method")
     g.add_argument("--momentum", type=float, help="SGD momentum (default: per method)")
     g.add_argument("--weight-decay", type=float, help="weight decay on the masks (default: per method)")

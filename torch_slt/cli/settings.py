@@ -71,8 +71,8 @@ class RunSettings:
 
 
 #: The :class:`TrainConfig` fields that are run settings (the rest, e.g. ``quiet``, are per call).
-TRAINING_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
-                  "train_weights")
+TRAINING_FLAGS = ("epochs", "batch_size", "lr", "weight_lr", "optimizer", "momentum", "weight_decay",
+                  "schedule", "train_weights")
 
 
 def flag_of(setting: str) -> str:
