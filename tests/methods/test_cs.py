@@ -118,7 +118,7 @@ def test_weights_are_not_frozen_and_fit_trains_them():
     before = model[0].weight_orig.detach().clone()
     data = torch.utils.data.TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
     result = fit(model, data, config=TrainConfig(epochs=1, batch_size=8, quiet=True))
-    assert result.config.optimizer == "sgd" and result.config.lr == 0.1
+    assert (result.config.optimizer, result.config.lr, result.config.weight_lr) == ("adam", 0.01, 1e-3)
     assert not torch.equal(model[0].weight_orig, before)
 
 
