@@ -105,3 +105,22 @@ def count_weights(model: nn.Module) -> int:
             w = module._parameters.get("weight_orig", module._parameters.get("weight"))
             total += w.numel()
     return total
+
+
+def user_loop(model, x, y, opt, sched, epochs: int, batch: int, generator) -> None:
+    """The training loop a user writes: shuffled mini-batches, ``loss + torch_slt.penalty(model)``, an
+    optimiser step and (when given) a scheduler step per batch. Leaves the model in train mode."""
+    import torch
+    import torch.nn.functional as F
+
+    import torch_slt
+
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y), generator=generator).split(batch):
+            loss = F.cross_entropy(model(x[idx]), y[idx]) + torch_slt.penalty(model)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()

@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, command_line, machine, now_utc, set_threads  # noqa: E402
+from common import RESULTS_DIR, command_line, machine, now_utc, set_threads, user_loop  # noqa: E402
 
 import torch_slt  # noqa: E402
 from torch_slt.experiment.data import load_dataset  # noqa: E402
@@ -125,15 +124,7 @@ def run_cell(net: Network, cell: Cell) -> Cell:
     generator = torch.Generator().manual_seed(cell.seed)
     torch.manual_seed(cell.seed)
     t0 = time.process_time()
-    model.train()
-    for _ in range(net.epochs):
-        for idx in torch.randperm(len(y), generator=generator).split(net.batch):
-            loss = F.cross_entropy(model(x[idx]), y[idx]) + torch_slt.penalty(model)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
+    user_loop(model, x, y, opt, sched, net.epochs, net.batch, generator)
     cell.seconds = time.process_time() - t0
     model.eval()
     report = torch_slt.report(model)

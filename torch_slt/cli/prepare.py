@@ -36,6 +36,16 @@ class Prepared:
     train_config: Any
     device: torch.device
 
+    #: the gating method of this run; None for the dense baseline
+    method: str | None = None
+
+    @property
+    def trains_weights(self) -> bool:
+        """Whether the run trains the surviving weights: the dense baseline, ``--train-weights`` (the
+        one-shot methods' default), or a method that trains them with its mask (``cs``)."""
+        return (self.method is None or self.train_config.train_weights
+                or torch_slt.get_method(self.method).trains_weights)
+
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exception types that mean bad input while preparing a run (turned into CLIError)."""
@@ -231,15 +241,14 @@ def prepare(s: RunSettings, method: str | None, sparsity: float | None, splits: 
         config = train_config(s, method, device)
         model = build_model(spec).to(device)
         dry_forward(model, s, splits, device)
-        kwargs: dict[str, Any] = {}
+        prep = Prepared(s, splits, spec, model, {}, config, device, method)
         if method is not None:
             kwargs = method_kwargs(method, s, sparsity, splits, device)
-            trains = config.train_weights or torch_slt.get_method(method).trains_weights
-            seeded_apply(model, method, s.seed, device, freeze=not trains, **kwargs)
-            kwargs = full_method_config(model, kwargs)
+            seeded_apply(model, method, s.seed, device, freeze=not prep.trains_weights, **kwargs)
+            prep.method_kwargs = full_method_config(model, kwargs)
     except CLIError:
         raise
     except user_errors() as err:
         raise CLIError(str(err)) from None
-    kwargs.pop("data", None)
-    return Prepared(s, splits, spec, model, kwargs, config, device)
+    prep.method_kwargs.pop("data", None)
+    return prep

@@ -106,7 +106,7 @@ def _finish(prep: Prepared, result: Any, out: Path, t_start: float, compact: boo
         model_cpu = model.to("cpu")
         output.save_state_dict(staging / "ticket.safetensors", model_cpu, prep.spec)
         with warnings.catch_warnings():
-            if prep.train_config.train_weights or torch_slt.get_method(s.method).trains_weights:
+            if prep.trains_weights:
                 # a weak ticket: trained values are stored, as expected
                 warnings.filterwarnings("ignore", message=r"save_ticket\(\): none of the model's weights")
             torch_slt.save_ticket(model_cpu, staging / "ticket.slt.safetensors", prep.spec,

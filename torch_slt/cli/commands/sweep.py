@@ -294,9 +294,7 @@ def _run_one(s: RunSettings, method: str | None, sparsity: float | None, splits:
            "val_accuracy": accuracy(prep.model, splits.val),
            "test_accuracy": accuracy(prep.model, splits.test),
            "epochs": prep.train_config.epochs, "kwargs": prep.method_kwargs,
-           # dense trains every weight; a one-shot method trains its survivors unless --no-train-weights
-           "train_weights": method is None or prep.train_config.train_weights
-           or torch_slt.get_method(method).trains_weights,
+           "train_weights": prep.trains_weights,
            "wall_time_s": time.perf_counter() - t0}
     row["warnings"] = training_alarms(result.history, splits.num_classes, final_accuracy=row["val_accuracy"])
     announce(NAME, row["warnings"], _label(method, sparsity))

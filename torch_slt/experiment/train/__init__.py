@@ -2,7 +2,8 @@ r"""The training loop shared by the ``torch-slt`` command line, the examples and
 
 :func:`fit` trains the masks of a gated model (its weights stay frozen), or the weights as well with
 ``train_weights=True`` (the weak-ticket variant; the default of the one-shot methods, whose mask is
-fixed at ``apply``), or every weight of an ungated model (the dense baseline). The loss is cross entropy plus :func:`torch_slt.penalty`. Each epoch ends with an evaluation
+fixed at ``apply``), or every weight of an ungated model (the dense baseline). The loss is cross
+entropy plus :func:`torch_slt.penalty`. Each epoch ends with an evaluation
 on the validation split and, when ``checkpoint`` is given, a resume checkpoint, so that a killed run
 started again with ``resume=True`` ends with exactly the ticket of an uninterrupted run.
 

@@ -35,8 +35,7 @@ def _param_groups(model: nn.Module, cfg: TrainConfig, method: str | None) -> lis
     gates = list(mask_parameters(model))
     groups = [{"params": gates, "lr": cfg.lr, "weight_decay": cfg.weight_decay}] if gates else []
     if cfg.train_weights or _trains_weights(model):
-        gate_ids = {id(p) for p in gates}
-        weights = [p for p in model.parameters() if id(p) not in gate_ids]
+        weights = _weights(model)
         for p in weights:
             p.requires_grad_(True)
         # Weight decay on the weights only with SGD (as in dense SGD training); Adam gets none.
@@ -47,11 +46,16 @@ def _param_groups(model: nn.Module, cfg: TrainConfig, method: str | None) -> lis
     return groups
 
 
-def _has_trainable_weights(model: nn.Module) -> bool:
-    """Whether any parameter other than the gates requires grad (``apply`` leaves a one-shot method's
-    weights trainable unless ``freeze=True``)."""
+def _weights(model: nn.Module) -> list[nn.Parameter]:
+    """Every parameter but the gates: the weights, biases and norms."""
     gate_ids = {id(p) for p in mask_parameters(model)}
-    return any(p.requires_grad for p in model.parameters() if id(p) not in gate_ids)
+    return [p for p in model.parameters() if id(p) not in gate_ids]
+
+
+def _has_trainable_weights(model: nn.Module) -> bool:
+    """Whether any weight requires grad (``apply`` leaves a one-shot method's weights trainable unless
+    ``freeze=True``)."""
+    return any(p.requires_grad for p in _weights(model))
 
 
 def _trains_weights(model: nn.Module) -> bool:
