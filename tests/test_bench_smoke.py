@@ -106,3 +106,17 @@ def test_defaults_script_runs_find_on_every_cell_and_flags_chance(tmp_path):
     cells = {c["method"]: c for c in json.loads(stem.with_suffix(".json").read_text())["cells"]}
     assert set(cells) == {"stg", "random"} and all(0.0 <= c["test_accuracy"] <= 1.0 for c in cells.values())
     assert abs(cells["random"]["sparsity"] - 0.5) < 1e-3 and cells["stg"]["epochs"] == 1
+
+
+def test_loops_script_runs_every_method_with_fit_defaults_and_a_user_loop(tmp_path):
+    stem = tmp_path / "loops"
+    _run("bench/loops.py", "--quick", "--out", str(stem))
+    rows = json.loads(stem.with_suffix(".json").read_text())["rows"]
+    assert {(r["method"], r["lr"]) for r in rows} == {(m, lr) for m in ("cs", "magnitude@cs", "magnitude",
+                                                                        "random", "stg", "edgepopup")
+                                                      for lr in (None, 0.01)}
+    cs = next(r for r in rows if r["method"] == "cs" and r["lr"] == 0.01)
+    at_cs = next(r for r in rows if r["method"] == "magnitude@cs" and r["lr"] == 0.01)
+    assert abs(at_cs["sparsity"] - cs["sparsity"]) < 1e-3      # the baseline at the same sparsity
+    table = stem.with_suffix(".md").read_text()
+    assert "| method | fit defaults | Adam 0.01 constant |" in table and "| magnitude@cs | " in table
