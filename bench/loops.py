@@ -170,7 +170,8 @@ def main(argv=None) -> int:
         extra = json.loads(other.read_text())
         networks = {r["network"] for r in extra["rows"]}
         rows = [r for r in rows if r["network"] not in networks] + extra["rows"]
-        meta = {**meta, "command": f"{meta.get('command', '')}; {extra['meta']['command']}"}
+        meta = {**meta, "command": f"{meta.get('command', '')}; {extra['meta']['command']}",
+                "date": f"{meta.get('date', '')}; {extra['meta']['date']}"}
     if args.merge:
         path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     if not args.report_only:
