@@ -120,3 +120,17 @@ def test_loops_script_runs_every_method_with_fit_defaults_and_a_user_loop(tmp_pa
     assert abs(at_cs["sparsity"] - cs["sparsity"]) < 1e-3      # the baseline at the same sparsity
     table = stem.with_suffix(".md").read_text()
     assert "| method | fit defaults | Adam 0.01 constant |" in table and "| magnitude@cs | " in table
+
+
+def test_convnets_script_runs_every_row_on_every_network_and_checks_the_targets(tmp_path):
+    stem = tmp_path / "convnets"
+    _run("bench/convnets.py", "--quick", "--out", str(stem))
+    cells = json.loads(stem.with_suffix(".json").read_text())["cells"]
+    assert {c["network"] for c in cells} == {"conv4", "resnet18", "vit"}
+    edge = [c for c in cells if c["row"].startswith("edgepopup (paper")]
+    assert edge and all(abs(c["sparsity"] - 0.5) < 1e-3 for c in edge)       # the same sparsity as stg's
+    dense = [c for c in cells if c["row"].startswith("dense")]
+    assert len(dense) == 3 and all(c["sparsity"] == 0.0 for c in dense)
+    table = stem.with_suffix(".md").read_text()
+    assert table.count("- s = 0.5: best stg with a target") == 3 and "stg (paper: lam=8)" in table
+    assert all((tmp_path / f"convnets-{n}.png").exists() for n in ("conv4", "resnet18", "vit"))
