@@ -124,3 +124,21 @@ def user_loop(model, x, y, opt, sched, epochs: int, batch: int, generator) -> No
             opt.step()
             if sched is not None:
                 sched.step()
+
+
+def load_cells(path: Path, merge: list[str], cell_type: type) -> list:
+    """The cells saved at ``path`` (none if it does not exist) and those of every JSON file in ``merge``."""
+    import json
+
+    files = ([path] if path.exists() else []) + [Path(m) for m in merge]
+    return [cell_type(**c) for f in files for c in json.loads(f.read_text())["cells"]]
+
+
+def save_cells(path: Path, cells: list) -> dict[str, str]:
+    """Write ``cells`` (dataclasses) with this run's command, date and machine; returns that metadata."""
+    import json
+    from dataclasses import asdict
+
+    meta = {"command": command_line(), "date": now_utc(), "machine": machine()}
+    path.write_text(json.dumps({"meta": meta, "cells": [asdict(c) for c in cells]}, indent=1))
+    return meta

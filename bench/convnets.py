@@ -37,12 +37,11 @@ and ``convnets-<network>.png`` (accuracy against sparsity, one figure per networ
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, command_line, logits_of, machine, now_utc, set_threads  # noqa: E402
+from common import RESULTS_DIR, load_cells, logits_of, save_cells, set_threads  # noqa: E402
 
 import torch_slt  # noqa: E402
 from torch_slt.experiment.data import load_dataset  # noqa: E402
@@ -374,12 +373,9 @@ def main(argv=None) -> int:
     stem = Path(args.out)
     stem.parent.mkdir(parents=True, exist_ok=True)
     path = stem.with_suffix(".json")
-    cells = [Cell(**c) for c in json.loads(path.read_text())["cells"]] if path.exists() else []
-    for other in args.merge:
-        cells += [Cell(**c) for c in json.loads(Path(other).read_text())["cells"]]
+    cells = load_cells(path, args.merge, Cell)
     done = {c.key() for c in cells}
     by_label = {r.label: r for r in rows()}
-    meta = {"command": command_line(), "date": now_utc(), "machine": machine()}
     if not args.report_only:
         for network in args.network or list(NETWORKS):
             todo = [c for c in plan(network, protocol) if c.key() not in done]
@@ -388,8 +384,8 @@ def main(argv=None) -> int:
                 print(f"[{network} {i}/{len(todo)}] {cell.row} s={cell.target} seed {cell.seed}: "
                       f"{100 * cell.accuracy:.2f}% at {100 * cell.sparsity:.2f}% ({cell.seconds:.0f} s)",
                       file=sys.stderr, flush=True)
-                path.write_text(json.dumps({"meta": meta, "cells": [asdict(c) for c in cells]}, indent=1))
-    path.write_text(json.dumps({"meta": meta, "cells": [asdict(c) for c in cells]}, indent=1))
+                save_cells(path, cells)
+    meta = save_cells(path, cells)
     stem.with_suffix(".md").write_text(markdown(cells, meta) + "\n")
     figures(cells, stem)
     print(stem.with_suffix(".md").read_text())

@@ -23,19 +23,18 @@ one panel per network), ``targets-layers.png`` (per-layer sparsity of the conv2 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, command_line, machine, now_utc, set_threads, user_loop  # noqa: E402
+from common import RESULTS_DIR, load_cells, save_cells, set_threads, user_loop  # noqa: E402
 
 import torch_slt  # noqa: E402
 from torch_slt.experiment.data import load_dataset  # noqa: E402
@@ -342,10 +341,7 @@ def main(argv=None) -> int:
     stem = Path(args.out)
     stem.parent.mkdir(parents=True, exist_ok=True)
     path = stem.with_suffix(".json")
-    saved = json.loads(path.read_text()) if path.exists() else {"cells": [], "meta": {}}
-    cells = [Cell(**c) for c in saved["cells"]]
-    for other in args.merge:
-        cells += [Cell(**c) for c in json.loads(Path(other).read_text())["cells"]]
+    cells = load_cells(path, args.merge, Cell)
     done = {c.key() for c in cells}
     if not args.report_only:
         for key in args.network or list(NETWORKS):
@@ -355,10 +351,8 @@ def main(argv=None) -> int:
                 print(f"[{key} {i}/{len(todo)}] {cell.kind} {cell.method} s={cell.target} lam={cell.lam} "
                       f"lr={cell.lr:g} {cell.schedule} seed {cell.seed}: {100 * cell.accuracy:.2f}% at "
                       f"{100 * cell.sparsity:.2f}% ({cell.seconds:.1f} s)", file=sys.stderr, flush=True)
-                meta = {"command": command_line(), "date": now_utc(), "machine": machine()}
-                path.write_text(json.dumps({"meta": meta, "cells": [asdict(c) for c in cells]}, indent=1))
-    meta = {"command": command_line(), "date": now_utc(), "machine": machine()}
-    path.write_text(json.dumps({"meta": meta, "cells": [asdict(c) for c in cells]}, indent=1))
+                save_cells(path, cells)
+    meta = save_cells(path, cells)
     stem.with_suffix(".md").write_text(markdown(cells, meta) + "\n")
     figures(cells, stem)
     print(stem.with_suffix(".md").read_text())
