@@ -14,6 +14,7 @@ from typing import Any
 from torch_slt import _aliases, methods  # noqa: F401  (methods registers the built-in methods)
 from torch_slt.core.api import (apply, finalize, gated_tensors, is_gated, mask_parameters,
                                 named_mask_parameters, penalty)
+from torch_slt.core.batchnorm import recalibrate_batchnorm
 from torch_slt.core.base import FixedMaskMethod, LearnedMaskMethod, SLTMethod
 from torch_slt.core.gated import GatedTensor
 from torch_slt.core.errors import (AlreadyGatedError, DatasetFormatError, DatasetNotFoundError,
@@ -82,7 +83,7 @@ ERRORS = (
 __all__ = [
     *ERRORS, "FixedMaskMethod", "GatedTensor", "LayerSparsity", "LearnedMaskMethod", "SLTMethod", "SparsityReport",
     "apply", "finalize", "gated_tensors", "get_method", "is_gated", "list_methods", "mask_parameters",
-    "named_mask_parameters", "penalty", "register_method", "report", "__version__",
+    "named_mask_parameters", "penalty", "recalibrate_batchnorm", "register_method", "report", "__version__",
     "load_file", "load_state_dict", "save_file",
     "init", "load_ticket", "save_ticket", "compact", "to_sparse", "evaluate",
 ]

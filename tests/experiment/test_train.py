@@ -91,6 +91,25 @@ def test_one_shot_methods_train_their_weights_by_default_and_learned_masks_do_no
         TrainConfig(train_weights="yes").resolved("stg")
 
 
+def test_one_shot_weights_train_with_adam_on_a_network_without_batchnorm():
+    # SGD 0.1 (Synaptic-Flow's recipe, for BatchNorm networks) left conv2/4/6 with GraSP masks and ViTs
+    # at chance (bench/results/defaults.md); a norm-free network gets Adam 1e-3, a BatchNorm one keeps SGD
+    norm_free = _mlp()
+    with_bn = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+    for name in ("magnitude", "random", "snip", "grasp", "synflow"):
+        assert method_defaults(name, norm_free) is METHOD_DEFAULTS["fixed, no BatchNorm"], name
+        assert method_defaults(name, with_bn) is METHOD_DEFAULTS["fixed"], name
+        cfg = TrainConfig().resolved(name, norm_free)
+        assert (cfg.optimizer, cfg.lr, cfg.schedule, cfg.train_weights) == ("adam", 1e-3, "cosine", True)
+        assert TrainConfig().resolved(name, with_bn).optimizer == "sgd"
+    for name in ("stg", "edgepopup", "cs", None):   # rows of their own, or the dense baseline: unchanged
+        assert method_defaults(name, norm_free) is method_defaults(name)
+    assert TrainConfig(optimizer="sgd", lr=0.1).resolved("magnitude", norm_free).optimizer == "sgd"
+    model = torch_slt.apply(_mlp(), "magnitude", sparsity=0.5)
+    result = fit(model, _data(), None, _cfg(epochs=1))
+    assert (result.config.optimizer, result.config.lr) == ("adam", 1e-3)
+
+
 def test_cs_defaults_to_adam_not_the_references_sgd():
     # the reference's SGD 0.1 diverged on find's norm-free conv nets (conv4 on digits: NaN scores after
     # epoch 1; bench/results/defaults.md): Adam is torch_slt's default, named as such in its source
@@ -102,8 +121,8 @@ def test_cs_defaults_to_adam_not_the_references_sgd():
 def test_a_one_shot_ticket_trains_its_surviving_weights_and_keeps_its_mask():
     model = torch_slt.apply(_mlp(), "magnitude", sparsity=0.5)   # apply leaves the weights trainable
     mask, before = model[0].weight_mask.clone(), model[0].weight_orig.clone()
-    result = fit(model, _data(), _data(), _cfg(epochs=5))
-    assert result.config.train_weights is True and result.config.optimizer == "sgd"
+    result = fit(model, _data(), _data(), _cfg(epochs=5, lr=0.05))
+    assert result.config.train_weights is True and result.config.optimizer == "adam"   # no BatchNorm
     assert torch.equal(model[0].weight_mask, mask)
     assert not torch.equal(model[0].weight_orig, before)
     assert torch.equal(model[0].weight[~mask], torch.zeros(int((~mask).sum())))

@@ -164,11 +164,12 @@ def scoring_batch(splits: Any, seed: int, device: torch.device) -> tuple[torch.T
     return x, y
 
 
-def train_config(s: RunSettings, method: str | None, device: torch.device):
-    """The :class:`TrainConfig` of the run, with the method's defaults filled in and checked."""
+def train_config(s: RunSettings, method: str | None, device: torch.device,
+                 model: torch.nn.Module | None = None):
+    """The :class:`TrainConfig` of the run, with the method's defaults (for ``model``) filled in and checked."""
     config = replace(s.training, seed=s.seed, device=str(device))
     try:
-        return config.resolved(method)
+        return config.resolved(method, model)
     except SettingError as err:
         raise CLIError(f"{flag_of(err.setting)} {err.value!r} {err.reason}") from None
 
@@ -238,8 +239,8 @@ def prepare(s: RunSettings, method: str | None, sparsity: float | None, splits: 
         density = 1.0 if canonical(s.init) in UNSCALED or sparsity is None else 1.0 - sparsity
         spec = ModelSpec(s.model, tuple(splits.in_shape), splits.num_classes, width=s.width, init=s.init,
                          density=density, seed=s.seed)
-        config = train_config(s, method, device)
         model = build_model(spec).to(device)
+        config = train_config(s, method, device, model)
         dry_forward(model, s, splits, device)
         prep = Prepared(s, splits, spec, model, {}, config, device, method)
         if method is not None:

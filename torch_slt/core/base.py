@@ -58,6 +58,8 @@ class SLTMethod(prune.BasePruningMethod):
     #: Whether the weights are trained with the mask (a weak-ticket method such as ``cs``): ``apply``
     #: then leaves them trainable, and ``fit`` trains them too.
     trains_weights: ClassVar[bool] = False
+    #: Whether the training forward is not the hard mask (see :class:`LearnedMaskMethod`).
+    relaxed_forward: ClassVar[bool] = False
     #: Names of the learned tensors, registered on the module as ``<tensor>_<field>``.
     fields: ClassVar[tuple[str, ...]] = ()
     #: Other ``<tensor>_<suffix>`` attributes the method may register (``cs``: ``beta``, ``step``).
@@ -269,6 +271,10 @@ class LearnedMaskMethod(SLTMethod):
     """
 
     learned = True
+    #: Whether the training forward differs from the hard mask (sampled or relaxed gates): BatchNorm
+    #: statistics gathered in training then describe another network than the ticket
+    #: (:func:`torch_slt.recalibrate_batchnorm`). False for edge-popup, whose training forward is its mask.
+    relaxed_forward = True
 
     def relaxed_weight(self, module: nn.Module, orig: Tensor, mask: Tensor) -> Tensor:
         """The train-mode effective weight (sampled or relaxed mask times ``orig``).

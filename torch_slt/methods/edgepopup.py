@@ -150,6 +150,7 @@ class EdgePopup(LearnedMaskMethod):
 
     description = "edge-popup (Ramanujan et al. 2020): keep the top |scores|, straight-through gradient"
     fields = ("scores",)
+    relaxed_forward = False   # training runs the hard top-k mask itself (BatchNorm statistics match it)
 
     def __init__(self, sparsity: float | None = None, scope: str = "layer", *, amount: float | None = None,
                  _slot: tuple[GlobalSelection, int] | None = None) -> None:

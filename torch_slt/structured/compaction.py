@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from torch_slt.core.api import is_gated
+from torch_slt.core.batchnorm import recalibrate_batchnorm  # noqa: F401  (its home before 0.2)
 from torch_slt.core.errors import SLTError
 from torch_slt.core.granularity import attention_heads
 from torch_slt.structured._returns import check_return_report, returned
@@ -365,36 +366,3 @@ def _update_head_counts(model: nn.Module) -> None:
             module.num_attention_heads = proj.out_features // head_dim
             if hasattr(module, "all_head_size"):
                 module.all_head_size = proj.out_features
-
-
-def recalibrate_batchnorm(model: nn.Module, batches: Any, *, steps: int | None = None) -> nn.Module:
-    """Re-estimate every BatchNorm's running statistics on ``batches`` (inputs, or ``(inputs, _)``).
-
-    After a structured ticket is finalized, a closed channel's running mean and variance still hold
-    what they saw before its gate closed, so in eval mode it outputs a nonzero constant. Re-estimated
-    with the mask in place (cumulative average, ``momentum=None``), they become exactly 0 and the
-    channel is exactly zero, so :func:`compact` can remove it even before a padded convolution. This
-    changes the finalized model (as any BatchNorm recalibration does); call it before ``compact``.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return model
-    saved = [(m, m.momentum) for m in norms]
-    was_training = model.training
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    try:
-        with torch.no_grad():
-            for i, batch in enumerate(batches):
-                if steps is not None and i >= steps:
-                    break
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                if len(x):
-                    model(x)
-    finally:
-        for m, momentum in saved:
-            m.momentum = momentum
-        model.train(was_training)
-    return model

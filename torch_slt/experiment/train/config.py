@@ -7,6 +7,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from torch import nn
+
+from torch_slt.core.batchnorm import batchnorm_layers
 from torch_slt.core.errors import SettingError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -45,6 +48,15 @@ _ONE_SHOT = MethodDefaults(
     "random weights has nothing left to learn and sits at chance (SNIP, GraSP and SynFlow prune at "
     "initialisation and then train; train_weights=False keeps the weights frozen)")
 
+_ONE_SHOT_NORM_FREE = MethodDefaults(
+    "adam", 1e-3, schedule="cosine", weight_lr=1e-3, train_weights=True,
+    source="a one-shot mask on a network without BatchNorm (MLPs, the Conv-2/4/6 of the lottery ticket "
+    "papers, ViTs, Swin): Adam 1e-3, cosine, as the lottery ticket hypothesis trains LeNet (Adam 1.2e-3) "
+    "and Conv-2/4/6 (Adam 2e-4 to 3e-4) and ViTs are trained with Adam(W). SGD 0.1 with momentum, the "
+    "Synaptic-Flow recipe, is for BatchNorm networks: on digits it left the GraSP tickets of the "
+    "norm-free conv2/4/6 and SNIP's of conv4 at chance (a GraSP mask raises the logits 100-1000x) and "
+    "every one-shot ViT ticket at chance (bench/results/defaults.md)")
+
 #: Per-method optimiser defaults; ``"dense"`` is the dense-trained baseline, ``"learned"`` and
 #: ``"fixed"`` cover methods without a row of their own.
 METHOD_DEFAULTS: dict[str, MethodDefaults] = {
@@ -74,18 +86,28 @@ METHOD_DEFAULTS: dict[str, MethodDefaults] = {
         source="open_lth / Synaptic-Flow dense training: SGD momentum 0.9, lr 0.1, wd 1e-4, cosine"),
     "learned": _GATES,
     "fixed": _ONE_SHOT,
+    "fixed, no BatchNorm": _ONE_SHOT_NORM_FREE,
 }
 
 
-def method_defaults(method: str | None) -> MethodDefaults:
-    """The row of :data:`METHOD_DEFAULTS` for ``method`` (a registered name, or ``None`` = dense)."""
+def method_defaults(method: str | None, model: nn.Module | None = None) -> MethodDefaults:
+    """The row of :data:`METHOD_DEFAULTS` for ``method`` (a registered name, or ``None`` = dense).
+
+    A one-shot method (a fixed mask whose surviving weights train) gets the ``"fixed, no BatchNorm"``
+    row when ``model`` is given and has no BatchNorm layer: the SGD recipe of its papers is for
+    BatchNorm networks.
+    """
     if method is None:
         return METHOD_DEFAULTS["dense"]
     if method in METHOD_DEFAULTS:
         return METHOD_DEFAULTS[method]
     from torch_slt.core.registry import get_method
 
-    return METHOD_DEFAULTS["learned" if get_method(method).learned else "fixed"]
+    if get_method(method).learned:
+        return METHOD_DEFAULTS["learned"]
+    if model is not None and not batchnorm_layers(model):
+        return METHOD_DEFAULTS["fixed, no BatchNorm"]
+    return METHOD_DEFAULTS["fixed"]
 
 
 @dataclass
@@ -108,6 +130,11 @@ class TrainConfig:
             hardconcrete, edgepopup, supermask: a strong ticket), on for the one-shot methods
             (magnitude, random, snip, grasp, synflow: pruning at initialisation, then training) and
             for cs, which trains its weights with its mask.
+        recalibrate_batchnorm: after every epoch, re-estimate the BatchNorm statistics with the ticket's
+            hard mask (:func:`torch_slt.recalibrate_batchnorm`, on up to 2,048 training images, no
+            shuffling) when the method's training forward samples or relaxes the mask (stg,
+            hardconcrete, supermask, cs), so validation and the returned model see the ticket's own
+            statistics. No effect without BatchNorm, or with edge-popup and the one-shot methods.
         seed: seeds shuffling and every random draw of training.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"auto"``.
         quiet: no progress bar and no per-epoch lines.
@@ -125,15 +152,17 @@ class TrainConfig:
     weight_lr: float | None = None
     nesterov: bool = False
     train_weights: bool | None = None
+    recalibrate_batchnorm: bool = True
     seed: int = 0
     device: str = "cpu"
     quiet: bool = False
     stop_after: int | None = None
     num_workers: int = 0
 
-    def resolved(self, method: str | None) -> TrainConfig:
-        """A copy whose ``None`` settings are filled from ``method``'s defaults, checked."""
-        d = method_defaults(method)
+    def resolved(self, method: str | None, model: nn.Module | None = None) -> TrainConfig:
+        """A copy whose ``None`` settings are filled from ``method``'s defaults (for ``model``, when
+        given: see :func:`method_defaults`), checked."""
+        d = method_defaults(method, model)
         filled = {f: getattr(d, f) for f in ("optimizer", "lr", "momentum", "weight_decay", "schedule",
                                              "weight_lr", "train_weights") if getattr(self, f) is None}
         cfg = replace(self, **filled)
@@ -163,7 +192,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise SettingError(name, value, "must be a number >= 0")
-        for name in ("nesterov", "train_weights"):
+        for name in ("nesterov", "train_weights", "recalibrate_batchnorm"):
             if not isinstance(getattr(self, name), bool):
                 raise SettingError(name, getattr(self, name), "must be True or False")
         if self.nesterov and (self.optimizer != "sgd" or not self.momentum > 0):

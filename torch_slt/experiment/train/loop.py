@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from torch_slt.core.api import gated_tensors, mask_parameters, penalty
+from torch_slt.core.batchnorm import recalibrate_batchnorm, stale_batchnorm
 from torch_slt.core.health import check_finite_gates
 from torch_slt.experiment.train.alarms import TrainingAlarm, training_alarms
 from torch_slt.experiment.train.batches import _loader, _logits, _to, accuracy, method_of, resolve_device
@@ -25,6 +26,11 @@ from torch_slt.experiment.train.checkpoint import (_load_checkpoint, _rng_state,
 from torch_slt.experiment.train.config import METHOD_DEFAULTS, FitResult, TrainConfig, training_seed
 
 logger = logging.getLogger(__name__)
+
+#: BatchNorm recalibration after each epoch (``TrainConfig.recalibrate_batchnorm``): batches of this
+#: size, at most this many (2,048 images; the running averages settle within a few hundred).
+RECALIBRATION_BATCH = 256
+RECALIBRATION_STEPS = 8
 
 
 # ----------------------------------------------------------------------------------- optimisation
@@ -130,13 +136,15 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     if cfg.train_weights is None and method is not None and not _has_trainable_weights(model):
         # the user froze the weights of a one-shot mask (apply(..., freeze=True)): they stay frozen
         cfg = replace(cfg, train_weights=False)
-    cfg = cfg.resolved(method)
+    cfg = cfg.resolved(method, model)
     device = resolve_device(cfg.device)
     model.to(device)
     loader_gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(training_seed(cfg.seed))  # not cfg.seed: see training_seed
     train_loader = _loader(train, cfg.batch_size, shuffle=True, generator=loader_gen,
                            num_workers=cfg.num_workers, device=device)
+    # BatchNorm statistics for the ticket's hard mask (core.batchnorm), from unshuffled training batches.
+    calibration = _loader(train, RECALIBRATION_BATCH, shuffle=False, num_workers=cfg.num_workers, device=device)
     if val is not None:
         val = _loader(val, 512, shuffle=False, num_workers=cfg.num_workers, device=device)
     _set_total_steps(model, cfg, train_loader)
@@ -183,6 +191,9 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
             lr = optimizer.param_groups[0]["lr"]
             if scheduler is not None:
                 scheduler.step()
+            if cfg.recalibrate_batchnorm and stale_batchnorm(model):
+                # before the validation and the checkpoint, so both see the ticket's own statistics
+                recalibrate_batchnorm(model, calibration, steps=RECALIBRATION_STEPS)
             row = {"epoch": epoch + 1, "loss": loss, "task_loss": task_loss,
                    "sparsity": _current_sparsity(model), "lr": lr,
                    "val_accuracy": accuracy(model, val, device=device) if val is not None else None}
