@@ -167,3 +167,36 @@ def test_modes_agree_without_batchnorm_and_a_bad_mode_is_refused():
     with pytest.raises(ValueError, match="mode='test'"):
         torch_slt.apply(model, "grasp", sparsity=0.5, data=batch, mode="test")
     assert not torch_slt.is_gated(model)
+
+
+def test_finite_difference_hvp_matches_the_double_backward():
+    model = tiny()
+    batch = data()
+    exact = grasp_scores(model, sparsity=0.5, data=batch, hvp="autograd")
+    approx = grasp_scores(model, sparsity=0.5, data=batch, hvp="finite-difference")
+    for e, a in zip(exact, approx):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-6 * float(e.abs().max()))
+    for w, w0 in zip((model[0].weight, model[2].weight), (tiny()[0].weight, tiny()[2].weight)):
+        assert torch.equal(w, w0)                                 # the perturbed weights are put back
+
+
+def _hard_sigmoid_net() -> nn.Sequential:
+    torch.manual_seed(0)   # MobileNetV3's activation: torch has no second derivative for it
+    return nn.Sequential(nn.Linear(3, 8), nn.Hardsigmoid(), nn.Linear(8, 3)).double()
+
+
+def test_a_model_without_second_derivative_falls_back_to_the_difference_with_a_warning():
+    batch = data(n=16)
+    with pytest.warns(UserWarning, match="hardsigmoid_backward.*central difference"):
+        auto = torch_slt.apply(_hard_sigmoid_net(), "grasp", sparsity=0.5, data=batch)
+    difference = torch_slt.apply(_hard_sigmoid_net(), "grasp", sparsity=0.5, data=batch, hvp="finite-difference")
+    for i in (0, 2):
+        assert torch.equal(auto[i].weight_mask, difference[i].weight_mask)
+    assert torch_slt.report(auto).sparsity == 0.5
+    with pytest.raises(RuntimeError, match="hardsigmoid_backward"):
+        torch_slt.apply(_hard_sigmoid_net(), "grasp", sparsity=0.5, data=batch, hvp="autograd")
+
+
+def test_a_bad_hvp_is_refused_and_the_model_left_unchanged():
+    check_bad_input("grasp", stateful_net(), ValueError, "hvp='newton'", sparsity=0.5, data=image_batch(),
+                    hvp="newton")
