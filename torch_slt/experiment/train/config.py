@@ -131,8 +131,8 @@ class TrainConfig:
             (magnitude, random, snip, grasp, synflow: pruning at initialisation, then training) and
             for cs, which trains its weights with its mask.
         recalibrate_batchnorm: after every epoch, re-estimate the BatchNorm statistics with the ticket's
-            hard mask (:func:`torch_slt.recalibrate_batchnorm`, on up to 2,048 training images, no
-            shuffling) when the method's training forward samples or relaxes the mask (stg,
+            hard mask (:func:`torch_slt.recalibrate_batchnorm` on 8 batches: 2,048 images of the
+            training Dataset in order, or the first 8 batches of the DataLoader given) when the method's training forward samples or relaxes the mask (stg,
             hardconcrete, supermask, cs), so validation and the returned model see the ticket's own
             statistics. No effect without BatchNorm, or with edge-popup and the one-shot methods.
         seed: seeds shuffling and every random draw of training.

@@ -143,8 +143,7 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     torch.manual_seed(training_seed(cfg.seed))  # not cfg.seed: see training_seed
     train_loader = _loader(train, cfg.batch_size, shuffle=True, generator=loader_gen,
                            num_workers=cfg.num_workers, device=device)
-    # BatchNorm statistics for the ticket's hard mask (core.batchnorm), from unshuffled training batches.
-    calibration = _loader(train, RECALIBRATION_BATCH, shuffle=False, num_workers=cfg.num_workers, device=device)
+    calibration = None   # unshuffled training batches for recalibrate_batchnorm, made when first needed
     if val is not None:
         val = _loader(val, 512, shuffle=False, num_workers=cfg.num_workers, device=device)
     _set_total_steps(model, cfg, train_loader)
@@ -193,6 +192,9 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
                 scheduler.step()
             if cfg.recalibrate_batchnorm and stale_batchnorm(model):
                 # before the validation and the checkpoint, so both see the ticket's own statistics
+                if calibration is None:
+                    calibration = _loader(train, RECALIBRATION_BATCH, shuffle=False, num_workers=cfg.num_workers,
+                                          device=device)
                 recalibrate_batchnorm(model, calibration, steps=RECALIBRATION_STEPS)
             row = {"epoch": epoch + 1, "loss": loss, "task_loss": task_loss,
                    "sparsity": _current_sparsity(model), "lr": lr,
