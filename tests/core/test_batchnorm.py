@@ -1,4 +1,5 @@
-"""recalibrate_batchnorm: BatchNorm statistics of the ticket's hard mask; the stale-statistics warning; fit."""
+"""recalibrate_batchnorm: BatchNorm statistics of the ticket's hard mask; the stale-statistics warning;
+fit's recalibration."""
 
 from __future__ import annotations
 
@@ -118,7 +119,8 @@ def test_report_and_finalize_warn_until_the_statistics_are_recalibrated():
     assert len(_relevant_warnings(lambda: torch_slt.finalize(net))) == 1
 
 
-@pytest.mark.parametrize("method, kwargs", [("edgepopup", {"sparsity": 0.5}), ("magnitude", {"sparsity": 0.5})])
+@pytest.mark.parametrize("method, kwargs", [("edgepopup", {"sparsity": 0.5}),
+                                            ("magnitude", {"sparsity": 0.5})])
 def test_no_warning_when_training_runs_the_hard_mask(method, kwargs):
     net = _trained(method, **kwargs)
     net.eval()

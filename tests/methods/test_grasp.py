@@ -189,7 +189,8 @@ def test_a_model_without_second_derivative_falls_back_to_the_difference_with_a_w
     batch = data(n=16)
     with pytest.warns(UserWarning, match="hardsigmoid_backward.*central difference"):
         auto = torch_slt.apply(_hard_sigmoid_net(), "grasp", sparsity=0.5, data=batch)
-    difference = torch_slt.apply(_hard_sigmoid_net(), "grasp", sparsity=0.5, data=batch, hvp="finite-difference")
+    difference = torch_slt.apply(_hard_sigmoid_net(), "grasp", sparsity=0.5, data=batch,
+                                 hvp="finite-difference")
     for i in (0, 2):
         assert torch.equal(auto[i].weight_mask, difference[i].weight_mask)
     assert torch_slt.report(auto).sparsity == 0.5

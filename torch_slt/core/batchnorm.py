@@ -70,7 +70,8 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any], *, steps: in
         1
     """
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
-        raise ValueError(f"recalibrate_batchnorm: steps={steps!r} must be a positive int (or None: every batch)")
+        raise ValueError(f"recalibrate_batchnorm: steps={steps!r} must be a positive int (or None: every "
+                         f"batch)")
     norms = batchnorm_layers(model)
     if not norms:
         return model

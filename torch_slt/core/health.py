@@ -97,8 +97,8 @@ def _batchnorm_problems(model: nn.Module) -> list[str]:
     methods = ", ".join(sorted({repr(type(h).name) for _, _, h in gated_tensors(model) if h.relaxed_forward}))
     shown = ", ".join(repr(n) for n in stale[:4]) + (f" and {len(stale) - 4} more" if len(stale) > 4 else "")
     return [f"the running statistics of {len(stale)} BatchNorm layer(s) ({shown}) were gathered in training "
-            f"under the sampled or relaxed training masks of {methods}, not under the ticket's hard mask, so the ticket's "
-            f"eval-mode accuracy can collapse (a frozen ResNet-18: 26 % instead of 75 %). Call "
+            f"under the sampled or relaxed training masks of {methods}, not under the ticket's hard mask, "
+            f"so the ticket's eval-mode accuracy can collapse (a frozen ResNet-18: 26 % instead of 75 %). Call "
             f"torch_slt.recalibrate_batchnorm(model, train_batches) after training and before evaluating "
             f"(torch_slt.experiment.train.fit does it)"]
 

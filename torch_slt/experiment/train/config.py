@@ -132,8 +132,8 @@ class TrainConfig:
             for cs, which trains its weights with its mask.
         recalibrate_batchnorm: after every epoch, re-estimate the BatchNorm statistics with the ticket's
             hard mask (:func:`torch_slt.recalibrate_batchnorm` on 8 batches: 2,048 images of the
-            training Dataset in order, or the first 8 batches of the DataLoader given) when the method's training forward samples or relaxes the mask (stg,
-            hardconcrete, supermask, cs), so validation and the returned model see the ticket's own
+            training Dataset in order, or the first 8 batches of the DataLoader given) when the method's
+            training forward samples or relaxes the mask (stg, hardconcrete, supermask, cs), so validation and the returned model see the ticket's own
             statistics. No effect without BatchNorm, or with edge-popup and the one-shot methods.
         seed: seeds shuffling and every random draw of training.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"auto"``.

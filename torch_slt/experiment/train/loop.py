@@ -193,8 +193,8 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
             if cfg.recalibrate_batchnorm and stale_batchnorm(model):
                 # before the validation and the checkpoint, so both see the ticket's own statistics
                 if calibration is None:
-                    calibration = _loader(train, RECALIBRATION_BATCH, shuffle=False, num_workers=cfg.num_workers,
-                                          device=device)
+                    calibration = _loader(train, RECALIBRATION_BATCH, shuffle=False,
+                                          num_workers=cfg.num_workers, device=device)
                 recalibrate_batchnorm(model, calibration, steps=RECALIBRATION_STEPS)
             row = {"epoch": epoch + 1, "loss": loss, "task_loss": task_loss,
                    "sparsity": _current_sparsity(model), "lr": lr,
