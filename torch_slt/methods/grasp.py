@@ -134,6 +134,7 @@ class Grasp(_scoring.DataScoredMethod):
         return total
 
     def _hg_by_autograd(self, model, batches, weights, stopped, device) -> list[Tensor]:
+        """:math:`Hg = \\sum_b \\nabla_w (g^\\top \\nabla_w L_b)` by double backward (the reference's)."""
         hg = [torch.zeros_like(w) for w in weights]
         for batch in batches:
             g = _scoring.grads(self._loss(model, batch, device), weights, create_graph=True)
@@ -143,6 +144,7 @@ class Grasp(_scoring.DataScoredMethod):
         return hg
 
     def _hg_by_difference(self, model, batches, weights, stopped, device) -> list[Tensor]:
+        """:math:`Hg` by a central difference of gradients along ``g``; the weights are put back exactly."""
         norm_w = torch.sqrt(sum((w.detach().double() ** 2).sum() for w in weights))
         norm_g = torch.sqrt(sum((g.double() ** 2).sum() for g in stopped))
         if float(norm_g) == 0.0:   # no gradient at all: every product is 0
