@@ -30,6 +30,12 @@ def test_weight_lr_and_train_weights_flags_reach_the_training_settings():
     assert _settings([]).training.train_weights is None   # the method's default, resolved by fit
 
 
+def test_the_batchnorm_recalibration_flag_reaches_the_training_settings():
+    assert _settings([]).training.recalibrate_batchnorm is True
+    assert _settings(["--no-recalibrate-batchnorm"]).training.recalibrate_batchnorm is False
+    assert _settings(["--recalibrate-batchnorm"]).training.recalibrate_batchnorm is True
+
+
 def test_to_dict_is_flat_and_round_trips():
     s = _settings(["--epochs", "7", "--schedule", "cosine", "--seed", "3"])
     flat = s.to_dict()

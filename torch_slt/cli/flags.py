@@ -30,6 +30,10 @@ def add_run_flags(p: argparse.ArgumentParser, sweep: bool = False) -> None:
                    help="train the surviving weights too (a weak ticket; pruning at initialisation). "
                    "Default: on for the one-shot methods (magnitude, random, snip, grasp, synflow), whose "
                    "mask is fixed at apply, and cs; off for the learned masks (a strong ticket)")
+    g.add_argument("--recalibrate-batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                   help="after every epoch, re-estimate BatchNorm statistics with the ticket's hard mask when the "
+                   "method trains with sampled or relaxed masks (stg, hardconcrete, supermask, cs). Default: on; "
+                   "--no-recalibrate-batchnorm keeps the statistics of training")
     g = p.add_argument_group("data and model")
     g.add_argument("--dataset", help=f"{', '.join(DATASETS)} (default digits, bundled with scikit-learn)")
     g.add_argument("--data-dir", help="where the dataset files are (fashion-mnist defaults to the Debian "

@@ -72,7 +72,7 @@ class RunSettings:
 
 #: The :class:`TrainConfig` fields that are run settings (the rest, e.g. ``quiet``, are per call).
 TRAINING_FLAGS = ("epochs", "batch_size", "lr", "weight_lr", "optimizer", "momentum", "weight_decay",
-                  "schedule", "train_weights")
+                  "schedule", "train_weights", "recalibrate_batchnorm")
 
 
 def flag_of(setting: str) -> str:
