@@ -134,6 +134,25 @@ def load_cells(path: Path, merge: list[str], cell_type: type) -> list:
     return [cell_type(**c) for f in files for c in json.loads(f.read_text())["cells"]]
 
 
+def run_cells(todo: list, run, describe, path: Path, cells: list, tag: str) -> None:
+    """Run every cell of ``todo`` (``run(cell) -> cell``), append it to ``cells``, print ``describe(cell)``
+    and save the JSON after each one, so an interrupted run keeps what it measured."""
+    import sys
+
+    for i, cell in enumerate(todo, 1):
+        cells.append(run(cell))
+        print(f"[{tag} {i}/{len(todo)}] {describe(cell)}", file=sys.stderr, flush=True)
+        save_cells(path, cells)
+
+
+def write_report(path: Path, cells: list, stem: Path, markdown, figures) -> None:
+    """Save ``cells``, write ``<stem>.md`` (``markdown(cells, meta)``) and the figures, print the table."""
+    meta = save_cells(path, cells)
+    stem.with_suffix(".md").write_text(markdown(cells, meta) + "\n")
+    figures(cells, stem)
+    print(stem.with_suffix(".md").read_text())
+
+
 def save_cells(path: Path, cells: list) -> dict[str, str]:
     """Write ``cells`` (dataclasses) with this run's command, date and machine; returns that metadata."""
     import json

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, load_cells, logits_of, save_cells, set_threads  # noqa: E402
+from common import RESULTS_DIR, load_cells, logits_of, run_cells, set_threads, write_report  # noqa: E402
 
 import torch_slt  # noqa: E402
 from torch_slt.core.batchnorm import stale_batchnorm  # noqa: E402
@@ -399,17 +399,14 @@ def main(argv=None) -> int:
     if not args.report_only:
         for network in args.network or list(NETWORKS):
             todo = [c for c in plan(network, protocol) if c.key() not in done]
-            for i, cell in enumerate(todo, 1):
-                cells.append(run_cell(cell, by_label[cell.row]))
-                print(f"[{network} {i}/{len(todo)}] {cell.row} s={cell.target} seed {cell.seed}: "
-                      f"{100 * cell.accuracy:.2f}% at {100 * cell.sparsity:.2f}% ({cell.seconds:.0f} s)",
-                      file=sys.stderr, flush=True)
-                save_cells(path, cells)
-    meta = save_cells(path, cells)
-    stem.with_suffix(".md").write_text(markdown(cells, meta) + "\n")
-    figures(cells, stem)
-    print(stem.with_suffix(".md").read_text())
+            run_cells(todo, lambda c: run_cell(c, by_label[c.row]), _describe, path, cells, network)
+    write_report(path, cells, stem, markdown, figures)
     return 0
+
+
+def _describe(cell: Cell) -> str:
+    return (f"{cell.row} s={cell.target} seed {cell.seed}: {100 * cell.accuracy:.2f}% at "
+            f"{100 * cell.sparsity:.2f}% ({cell.seconds:.0f} s)")
 
 
 if __name__ == "__main__":

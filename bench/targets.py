@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, load_cells, save_cells, set_threads, user_loop  # noqa: E402
+from common import RESULTS_DIR, load_cells, run_cells, set_threads, user_loop, write_report  # noqa: E402
 
 import torch_slt  # noqa: E402
 from torch_slt.experiment.data import load_dataset  # noqa: E402
@@ -346,17 +346,14 @@ def main(argv=None) -> int:
     if not args.report_only:
         for key in args.network or list(NETWORKS):
             todo = [c for c in plan(key) if c.key() not in done]
-            for i, cell in enumerate(todo, 1):
-                cells.append(run_cell(NETWORKS[key], cell))
-                print(f"[{key} {i}/{len(todo)}] {cell.kind} {cell.method} s={cell.target} lam={cell.lam} "
-                      f"lr={cell.lr:g} {cell.schedule} seed {cell.seed}: {100 * cell.accuracy:.2f}% at "
-                      f"{100 * cell.sparsity:.2f}% ({cell.seconds:.1f} s)", file=sys.stderr, flush=True)
-                save_cells(path, cells)
-    meta = save_cells(path, cells)
-    stem.with_suffix(".md").write_text(markdown(cells, meta) + "\n")
-    figures(cells, stem)
-    print(stem.with_suffix(".md").read_text())
+            run_cells(todo, lambda c, net=NETWORKS[key]: run_cell(net, c), _describe, path, cells, key)
+    write_report(path, cells, stem, markdown, figures)
     return 0
+
+
+def _describe(cell: Cell) -> str:
+    return (f"{cell.kind} {cell.method} s={cell.target} lam={cell.lam} lr={cell.lr:g} {cell.schedule} "
+            f"seed {cell.seed}: {100 * cell.accuracy:.2f}% at {100 * cell.sparsity:.2f}% ({cell.seconds:.1f} s)")
 
 
 if __name__ == "__main__":
