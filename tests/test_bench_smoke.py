@@ -121,6 +121,16 @@ def test_loops_script_runs_every_method_with_fit_defaults_and_a_user_loop(tmp_pa
     table = stem.with_suffix(".md").read_text()
     assert "| method | fit defaults | Adam 0.01 constant |" in table and "| magnitude@cs | " in table
 
+    # --fit-defaults re-runs only those cells (after a default changed); the rest of the table is kept
+    _run("bench/loops.py", "--quick", "--out", str(stem), "--fit-defaults", "magnitude,magnitude@cs")
+    again = json.loads(stem.with_suffix(".json").read_text())["rows"]
+    assert len(again) == len(rows)
+    untouched = [r for r in rows if not (r["lr"] is None and r["method"] in ("magnitude", "magnitude@cs"))]
+    assert all(r in again for r in untouched)
+    cs = next(r for r in again if r["method"] == "cs" and r["lr"] is None)
+    at_cs = next(r for r in again if r["method"] == "magnitude@cs" and r["lr"] is None)
+    assert abs(at_cs["sparsity"] - cs["sparsity"]) < 1e-3
+
 
 def test_convnets_script_runs_every_row_on_every_network_and_checks_the_targets(tmp_path):
     stem = tmp_path / "convnets"
