@@ -72,3 +72,56 @@ def test_score_init_sets_the_initial_probability_and_bad_values_raise():
     with pytest.raises(ValueError, match="eval_mode"):
         torch_slt.apply(model, "supermask", eval_mode="mean")
     assert not torch_slt.is_gated(model)
+
+
+def test_dynamic_scaling_multiplies_the_training_sample_by_numel_over_ones():
+    torch.manual_seed(0)
+    layer = layer_with_scores([0.0] * 8, dynamic_scaling=True).train()
+    x = torch.eye(8)
+    for _ in range(20):
+        out = layer(x).squeeze(1)  # row i reads weight i: the scaled sample entry
+        ones = int((out != 0).sum())
+        expected = torch.where(out != 0, torch.tensor(8.0 / max(ones, 1)), torch.tensor(0.0))
+        torch.testing.assert_close(out, expected)
+
+
+def test_dynamic_scaling_gradient_is_the_straight_through_one_times_the_factor():
+    # Logits of +-30 make the sample certain (keep, keep, drop, keep): the factor is 4 / 3.
+    layer = layer_with_scores([30.0, 30.0, -30.0, 30.0], dynamic_scaling=True).train()
+    with torch.no_grad():
+        layer.weight_orig.copy_(torch.tensor([[2.0, -1.0, 0.5, 1.5]]))
+    x = torch.tensor([[1.0, 3.0, -2.0, 0.5]])
+    out = layer(x)
+    torch.testing.assert_close(out, torch.tensor([[(2.0 - 3.0 + 0.75) * 4 / 3]]))
+    out.sum().backward()
+    w, p = layer.weight_orig.detach(), torch.sigmoid(layer.weight_scores.detach())
+    torch.testing.assert_close(layer.weight_scores.grad, x * w * p * (1 - p) * 4 / 3)
+
+
+def test_dynamic_scaling_leaves_eval_and_finalize_on_the_plain_hard_mask():
+    layer = layer_with_scores([-2.0, 0.5, 0.5, 3.0], dynamic_scaling=True).eval()
+    assert layer(torch.eye(4)).squeeze(1).tolist() == [0.0, 1.0, 1.0, 1.0]  # unscaled
+    torch_slt.finalize(layer)
+    assert layer.weight.tolist() == [[0.0, 1.0, 1.0, 1.0]]
+    with pytest.raises(TypeError, match="dynamic_scaling"):
+        torch_slt.apply(nn.Linear(2, 2), "supermask", dynamic_scaling="yes")
+
+
+def test_dynamic_scaling_is_the_references_mean_factor_not_a_variance_one():
+    """Nine random layers at p = 1/2. Masking shrinks the output's norm by about sqrt(2) per layer
+    (2^4.5 = 23 in all); the reference's factor 1/p = 2 overshoots by as much the other way."""
+
+    def stack(**kwargs):
+        torch.manual_seed(0)
+        layers = [nn.Linear(64, 64, bias=False) for _ in range(9)]
+        return torch_slt.apply(nn.Sequential(*layers), "supermask", **kwargs).train()
+
+    torch.manual_seed(1)
+    x = torch.randn(32, 64)
+    with torch.no_grad():
+        dense = x.clone()
+        for layer in stack():
+            dense = dense @ layer.weight_orig.T
+        plain, scaled = stack()(x), stack(dynamic_scaling=True)(x)
+    assert 10 < dense.norm() / plain.norm() < 50
+    assert 10 < scaled.norm() / dense.norm() < 50
