@@ -91,3 +91,35 @@ def test_a_sparsity_targets_ramp_lasts_half_the_run_but_at_most_1000_steps(train
     given = method_kwargs("stg", _settings(["--method-arg", "ramp=0.3"]), 0.9, splits, torch.device("cpu"))
     assert given["ramp"] == 0.3
     assert "ramp" not in method_kwargs("stg", _settings([]), None, splits, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("train, lr", [(1294, 5e-2), (54000, 1e-2), (6400, 5e-2 * 1000 / 2000)])
+def test_a_long_stg_target_run_lowers_the_default_gate_lr_to_the_same_total_travel(train, lr):
+    from types import SimpleNamespace
+
+    import torch
+
+    from torch_slt.cli.prepare import long_run_config, method_kwargs, train_config
+
+    model = torch.nn.Linear(4, 2)
+    splits = SimpleNamespace(train=range(train))
+
+    def run_lr(argv, method="stg", sparsity=0.9):
+        s = _settings(argv)
+        config = train_config(s, method, torch.device("cpu"), model)
+        kwargs = method_kwargs(method, s, sparsity, splits, torch.device("cpu"))
+        return long_run_config(config, s, method, model, kwargs).lr
+
+    assert run_lr([]) == pytest.approx(lr)
+    assert run_lr(["--lr", "0.05"]) == 0.05                     # an --lr given is kept
+    assert run_lr([], sparsity=None) == 5e-2                     # the paper's lam= runs: unchanged
+    assert run_lr([], method="hardconcrete") == 0.15             # other methods keep their own
+
+
+def test_find_records_the_lowered_gate_lr_of_a_long_target_run(tmp_path):
+    out = tmp_path / "run"
+    rc = main(["find", "--sparsity", "0.5", "--epochs", "2", "--batch-size", "2", "--width", "0.1",
+               "--quiet", "--device", "cpu", "--threads", "1", "--out", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    steps = 2 * -(-report["dataset"]["train"] // 2)  # 2 epochs of batches of 2: about 1,300 steps
+    assert rc == 0 and steps > 1000 and report["training"]["lr"] == pytest.approx(5e-2 * 1000 / steps)
