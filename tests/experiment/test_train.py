@@ -241,3 +241,31 @@ def test_training_seed_is_a_fixed_hash_that_differs_from_the_seed():
 
     assert [training_seed(s) != s for s in range(50)] == [True] * 50
     assert training_seed(3) == training_seed(3) and 0 <= training_seed(2 ** 62) < 2 ** 63
+
+
+def test_supermask_trains_with_adam_on_a_network_without_any_normalisation():
+    # SGD lr 100 was set for gradients a sampled mask shrinks at every layer; without normalisation a
+    # deep net's are far smaller (conv6 on digits at chance) and Adam's step does not depend on them.
+    norm_free = _mlp()
+    with_bn = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+    with_ln = nn.Sequential(nn.Linear(6, 16), nn.LayerNorm(16), nn.ReLU(), nn.Linear(16, 2))
+    assert method_defaults("supermask", norm_free) is METHOD_DEFAULTS["supermask, no normalisation"]
+    cfg = TrainConfig().resolved("supermask", norm_free)
+    assert (cfg.optimizer, cfg.lr, cfg.schedule, cfg.train_weights) == ("adam", 0.1, "constant", False)
+    for model in (with_bn, with_ln, None):
+        assert method_defaults("supermask", model) is METHOD_DEFAULTS["supermask"]
+    assert TrainConfig(optimizer="sgd", lr=100.0).resolved("supermask", norm_free).lr == 100.0
+
+
+def test_normalization_layers_finds_torch_and_library_norms():
+    from torch_slt.core.batchnorm import normalization_layers
+
+    class LayerNorm2d(nn.Module):   # timm's and Hugging Face's own classes are matched by name
+        def forward(self, x):
+            return x
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.InstanceNorm2d(4), LayerNorm2d(),
+                          nn.Flatten(), nn.Linear(4, 2), nn.RMSNorm(2))
+    assert [type(m).__name__ for m in normalization_layers(model)] == \
+        ["GroupNorm", "InstanceNorm2d", "LayerNorm2d", "RMSNorm"]
+    assert normalization_layers(_mlp()) == []

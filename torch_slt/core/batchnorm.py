@@ -38,6 +38,18 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
+#: Layers that renormalise activations: they undo the shrink a sampled mask causes at every layer.
+_NORMALIZATION = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+                  nn.RMSNorm)
+
+
+def normalization_layers(model: nn.Module) -> list[nn.Module]:
+    """The normalisation layers of ``model`` (BatchNorm, InstanceNorm, LayerNorm, GroupNorm, RMSNorm,
+    and any module whose class name ends in ``Norm``, as Hugging Face's and timm's own do)."""
+    return [m for m in model.modules()
+            if isinstance(m, _NORMALIZATION) or type(m).__name__.lower().endswith(("norm", "norm2d"))]
+
+
 def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any], *, steps: int | None = None) -> nn.Module:
     """Re-estimate every BatchNorm's running statistics with the ticket's hard masks in place.
 

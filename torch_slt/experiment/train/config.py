@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from torch_slt.core.batchnorm import batchnorm_layers
+from torch_slt.core.batchnorm import batchnorm_layers, normalization_layers
 from torch_slt.core.errors import SettingError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -57,6 +57,15 @@ _ONE_SHOT_NORM_FREE = MethodDefaults(
     "norm-free conv2/4/6 and SNIP's of conv4 at chance (a GraSP mask raises the logits 100-1000x) and "
     "every one-shot ViT ticket at chance (bench/results/defaults.md)")
 
+_SUPERMASK_NORM_FREE = MethodDefaults(
+    "adam", 0.1, source="torch_slt's, not the reference's: supermask on a network without any "
+    "normalisation layer (lenet300, conv2/4/6). A sampled mask keeping half the weights shrinks every "
+    "layer's output, so the logit gradients of a deep norm-free network are orders of magnitude "
+    "smaller than SGD's lr 100 was set for; Adam's step does not depend on the gradient's scale. On "
+    "digits (find, 20 epochs): conv6 8.6 -> 94.7 %, conv4 79.4 -> 97.8 %, conv2 96.4 -> 98.9 %, "
+    "lenet300 94.4 -> 96.9 %. With BatchNorm or LayerNorm SGD stays (Adam 0.1: resnet18 77.2 -> 24.2 %, "
+    "swin 76.9 -> 64.1 %)")
+
 #: Per-method optimiser defaults; ``"dense"`` is the dense-trained baseline, ``"learned"`` and
 #: ``"fixed"`` cover methods without a row of their own.
 METHOD_DEFAULTS: dict[str, MethodDefaults] = {
@@ -87,6 +96,7 @@ METHOD_DEFAULTS: dict[str, MethodDefaults] = {
     "learned": _GATES,
     "fixed": _ONE_SHOT,
     "fixed, no BatchNorm": _ONE_SHOT_NORM_FREE,
+    "supermask, no normalisation": _SUPERMASK_NORM_FREE,
 }
 
 
@@ -95,10 +105,13 @@ def method_defaults(method: str | None, model: nn.Module | None = None) -> Metho
 
     A one-shot method (a fixed mask whose surviving weights train) gets the ``"fixed, no BatchNorm"``
     row when ``model`` is given and has no BatchNorm layer: the SGD recipe of its papers is for
-    BatchNorm networks.
+    BatchNorm networks. ``supermask`` gets the ``"supermask, no normalisation"`` row (Adam 0.1) when
+    ``model`` has no normalisation layer at all.
     """
     if method is None:
         return METHOD_DEFAULTS["dense"]
+    if method == "supermask" and model is not None and not normalization_layers(model):
+        return METHOD_DEFAULTS["supermask, no normalisation"]
     if method in METHOD_DEFAULTS:
         return METHOD_DEFAULTS[method]
     from torch_slt.core.registry import get_method
