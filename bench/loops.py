@@ -146,8 +146,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
              f"- scikit-learn digits, {EPOCHS} epochs, batch {BATCH}; test accuracy (%) of the finalized "
              "ticket, mean ± sd over seeds (lenet300: 3, conv2: 2); sparsity in brackets (mean)",
              "- `fit defaults`: `fit(model, train)` with the library's defaults (cs: Adam 0.01 on the "
-             "scores, 1e-3 on the weights; one-shot: weights trained with Adam 1e-3, cosine, on these networks "
-             "without BatchNorm (SGD 0.1 momentum 0.9 until 2026-12-03, re-run with --fit-defaults); stg: "
+             "scores, 1e-3 on the weights; one-shot: weights trained with Adam, cosine, 1e-2 on the MLP "
+             "lenet300 and 1e-3 on conv2 (SGD 0.1 momentum 0.9 until 2026-12-03 14:00, then Adam 1e-3 on "
+             "both until 16:00; re-run with --fit-defaults); stg: "
              "Adam 0.05; edgepopup: SGD 0.1 cosine); the other columns: a plain loop, Adam at that lr on "
              "every trainable parameter",
              "- cs and the one-shot rows train their weights (weak tickets); stg and edgepopup keep them "
