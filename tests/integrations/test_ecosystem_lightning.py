@@ -73,3 +73,63 @@ def test_callback_refuses_an_optimizer_without_the_gates():
         trainer(SLTCallback()).fit(Net(), loader())
     with pytest.raises(TypeError, match="lamda"):
         SLTCallback("stg", lamda=0.1)
+
+
+class BNNet(Net):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+
+
+class ValidatedBNNet(BNNet):
+    def validation_step(self, batch, batch_idx):
+        return None   # the hook order is what is tested, not the metric
+
+
+def test_callback_recalibrates_stale_batchnorm_before_validation_and_at_train_end():
+    from torch_slt.core.batchnorm import stale_batchnorm
+
+    module = ValidatedBNNet()
+    stale_at_validation = []
+
+    class Spy(L.Callback):
+        def on_validation_start(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                stale_at_validation.append(stale_batchnorm(pl_module))
+
+    t = L.Trainer(max_steps=8, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                  callbacks=[SLTCallback("stg", sparsity=0.5), Spy()])   # Spy's hook runs after ours
+    t.fit(module, loader(), loader())
+    assert stale_at_validation == [[], []]
+    assert stale_batchnorm(module) == []
+    # the statistics are the hard-masked layer's, averaged over the 4 training batches of 8
+    bn = module.net[1]
+    with torch.no_grad():
+        module.eval()
+        hs = [module.net[0](x) for x, _ in loader()]
+    torch.testing.assert_close(bn.running_mean, torch.stack([h.mean(0) for h in hs]).mean(0))
+    torch.testing.assert_close(bn.running_var, torch.stack([h.var(0) for h in hs]).mean(0))
+
+
+def test_callback_can_leave_batchnorm_alone_and_warns_when_the_forward_cannot_take_the_batch():
+    from torch_slt.core.batchnorm import stale_batchnorm
+
+    module = BNNet()
+    t = trainer(SLTCallback("stg", sparsity=0.5, recalibrate_batchnorm=False))
+    t.fit(module, loader())
+    assert stale_batchnorm(module) == ["net.1"]
+
+    class KeywordOnly(BNNet):
+        def forward(self, *, inputs):
+            return self.net(inputs)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self(inputs=x), y) + torch_slt.penalty(self)
+
+    module = KeywordOnly()
+    with pytest.warns(UserWarning, match="recalibrate_batchnorm"):
+        trainer(SLTCallback("stg", sparsity=0.5)).fit(module, loader())
+    with pytest.raises(ValueError, match="recalibration_steps=0"):
+        SLTCallback("stg", recalibration_steps=0)

@@ -27,6 +27,13 @@ strictly, and ``torch_slt.mask_parameters(self)`` in ``configure_optimizers`` se
 A sparsity target without ``total_steps`` (``SLTCallback("stg", sparsity=0.9)``) gets the run's
 optimiser steps, ``trainer.estimated_stepping_batches``, at train start (said once, at info level); a
 ``total_steps`` you passed is kept.
+
+BatchNorm: ``stg``, ``hardconcrete``, ``supermask`` and ``cs`` train with sampled or relaxed masks, so
+the running statistics describe another network than the ticket (a ResNet-18 ticket at chance until
+they are re-estimated). When they are stale the callback re-estimates them with the hard masks
+(:func:`torch_slt.recalibrate_batchnorm` on the first ``recalibration_steps`` training batches) before
+each validation run and when training ends (before ``finalize``), as ``fit`` does after every epoch.
+A ``forward`` that cannot take a training batch's input warns with the fix instead.
 """
 
 from __future__ import annotations
@@ -77,12 +84,19 @@ class SLTCallback(Callback):
             (the usual slip: ``configure_optimizers`` built before gating, or over another module).
         log_sparsity: log ``slt/sparsity`` (fraction of gated weights removed by the hard masks) and
             ``slt/penalty`` every ``trainer.log_every_n_steps`` steps and at each epoch end.
+        recalibrate_batchnorm: re-estimate stale BatchNorm statistics with the hard masks before each
+            validation run and at train end (see the module docstring); no effect without BatchNorm.
+        recalibration_steps: training batches used for each re-estimate (8).
     """
 
     def __init__(self, method: str | None = None, *, targets: Selector = None, exclude: Selector = None,
                  freeze: bool | None = None, finalize: bool = False, check_optimizer: bool = True,
-                 log_sparsity: bool = True, **method_kwargs: Any) -> None:
+                 log_sparsity: bool = True, recalibrate_batchnorm: bool = True, recalibration_steps: int = 8,
+                 **method_kwargs: Any) -> None:
         super().__init__()
+        if not isinstance(recalibration_steps, int) or isinstance(recalibration_steps, bool) \
+                or recalibration_steps < 1:
+            raise ValueError(f"SLTCallback: recalibration_steps={recalibration_steps!r} must be a positive int")
         if method is not None:
             cls = torch_slt.get_method(method)   # unknown names fail here, not at setup
             from torch_slt.core.validation import check_kwargs
@@ -95,6 +109,9 @@ class SLTCallback(Callback):
         self.finalize = finalize
         self.check_optimizer = check_optimizer
         self.log_sparsity = log_sparsity
+        self.recalibrate_batchnorm = recalibrate_batchnorm
+        self.recalibration_steps = recalibration_steps
+        self._said_recalibrated = False
 
     def setup(self, trainer: Any, pl_module: torch.nn.Module, stage: str) -> None:
         if torch_slt.is_gated(pl_module):
@@ -152,9 +169,39 @@ class SLTCallback(Callback):
         if self.log_sparsity:
             self._log(pl_module, on_step=False, on_epoch=True)
 
+    def on_validation_start(self, trainer: Any, pl_module: torch.nn.Module) -> None:
+        if getattr(getattr(trainer, "state", None), "fn", None) == "fit":   # not trainer.validate()
+            self._recalibrate(trainer, pl_module)
+
     def on_train_end(self, trainer: Any, pl_module: torch.nn.Module) -> None:
+        self._recalibrate(trainer, pl_module)
         if self.finalize and torch_slt.is_gated(pl_module):
             torch_slt.finalize(pl_module)
+
+    def _recalibrate(self, trainer: Any, pl_module: torch.nn.Module) -> None:
+        """Re-estimate stale BatchNorm statistics on the first training batches (module docstring)."""
+        from torch_slt.core.batchnorm import stale_batchnorm
+
+        if not self.recalibrate_batchnorm or not torch_slt.is_gated(pl_module) or not stale_batchnorm(pl_module):
+            return
+        batches = getattr(trainer, "train_dataloader", None)
+        if batches is None:
+            return
+        try:
+            torch_slt.recalibrate_batchnorm(pl_module, batches, steps=self.recalibration_steps)
+        except (TypeError, ValueError, RuntimeError) as err:   # statistics left as they were
+            import warnings
+
+            warnings.warn(f"SLTCallback: could not re-estimate the BatchNorm statistics with the hard masks "
+                          f"({type(err).__name__}: {err}); the module's forward must take the training "
+                          f"batch's input (batch[0], or the batch's keyword arguments). Call "
+                          f"torch_slt.recalibrate_batchnorm(module, batches) yourself, or pass "
+                          f"recalibrate_batchnorm=False.", stacklevel=2)
+            return
+        if not self._said_recalibrated:   # once per callback, not at every validation
+            self._said_recalibrated = True
+            _info(f"SLTCallback: BatchNorm statistics re-estimated with the hard masks on "
+                  f"{self.recalibration_steps} training batches, before each validation and at train end")
 
     def state_dict(self) -> dict[str, Any]:
         # Plain values only, so Lightning checkpoints stay loadable with weights_only=True.
