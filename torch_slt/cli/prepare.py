@@ -149,7 +149,8 @@ def target_gate_lr(default: float, total_steps: int) -> float:
     84.0 % test accuracy and 1e-2 at 85.2 % (cosine: 84.3 and 85.2 %); the short runs the default was
     set on (digits: 420 steps; conv nets at 240 steps, where 1e-2 lost 10-13 points) keep 5e-2.
     """
-    return max(MIN_TARGET_GATE_LR, min(float(default), float(default) * MAX_RAMP_STEPS / max(1, total_steps)))
+    same_travel = float(default) * MAX_RAMP_STEPS / max(1, total_steps)
+    return max(MIN_TARGET_GATE_LR, min(float(default), same_travel))
 
 
 def full_method_config(model: torch.nn.Module, given: dict[str, Any]) -> dict[str, Any]:

@@ -91,12 +91,13 @@ class SLTCallback(Callback):
 
     def __init__(self, method: str | None = None, *, targets: Selector = None, exclude: Selector = None,
                  freeze: bool | None = None, finalize: bool = False, check_optimizer: bool = True,
-                 log_sparsity: bool = True, recalibrate_batchnorm: bool = True, recalibration_steps: int = 8,
-                 **method_kwargs: Any) -> None:
+                 log_sparsity: bool = True, recalibrate_batchnorm: bool = True,
+                 recalibration_steps: int = 8, **method_kwargs: Any) -> None:
         super().__init__()
         if not isinstance(recalibration_steps, int) or isinstance(recalibration_steps, bool) \
                 or recalibration_steps < 1:
-            raise ValueError(f"SLTCallback: recalibration_steps={recalibration_steps!r} must be a positive int")
+            raise ValueError(f"SLTCallback: recalibration_steps={recalibration_steps!r} must be a positive "
+                             f"int (training batches per re-estimate, e.g. 8)")
         if method is not None:
             cls = torch_slt.get_method(method)   # unknown names fail here, not at setup
             from torch_slt.core.validation import check_kwargs
@@ -182,7 +183,7 @@ class SLTCallback(Callback):
         """Re-estimate stale BatchNorm statistics on the first training batches (module docstring)."""
         from torch_slt.core.batchnorm import stale_batchnorm
 
-        if not self.recalibrate_batchnorm or not torch_slt.is_gated(pl_module) or not stale_batchnorm(pl_module):
+        if not (self.recalibrate_batchnorm and torch_slt.is_gated(pl_module) and stale_batchnorm(pl_module)):
             return
         batches = getattr(trainer, "train_dataloader", None)
         if batches is None:

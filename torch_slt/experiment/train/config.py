@@ -60,10 +60,10 @@ _ONE_SHOT_NORM_FREE = MethodDefaults(
 _ONE_SHOT_MLP = MethodDefaults(
     "adam", 1e-2, schedule="cosine", weight_lr=1e-2, train_weights=True,
     source="a one-shot mask on an MLP (every weight in an nn.Linear, no normalisation: lenet300): Adam "
-    "1e-2, cosine. Over 3 seeds on digits (bench/results/loops.md) Adam 1e-3 cost lenet300 0.6-1.5 points "
-    "against the earlier SGD 0.1 (magnitude 96.7, random 95.8 %) and 1e-2 gains them back and more (98.1, "
-    "98.4 %); the conv nets and ViTs keep 1e-3 (1e-2: conv2 magnitude 97.2 +- 2.0 against 98.5 +- 1.0, "
-    "conv4 GraSP and the ViT at chance)")
+    "1e-2, cosine. Over 3 seeds on digits (bench/results/loops.md, fit's defaults) Adam 1e-3 cost "
+    "lenet300 0.6-1.5 points against the earlier SGD 0.1 (magnitude 97.4 -> 96.8 %, random 97.6 -> "
+    "96.1 %) and 1e-2 gives 98.2 and 98.3 %; the conv nets and ViTs keep 1e-3 (1e-2: conv2 magnitude "
+    "97.2 +- 2.0 against 98.5 +- 1.0 %, conv4 GraSP and the ViT at chance)")
 
 _SUPERMASK_NORM_FREE = MethodDefaults(
     "adam", 0.1, source="torch_slt's, not the reference's: supermask on a network without any "
@@ -115,8 +115,8 @@ def method_defaults(method: str | None, model: nn.Module | None = None) -> Metho
     A one-shot method (a fixed mask whose surviving weights train) gets the ``"fixed, no BatchNorm"``
     row when ``model`` is given and has no BatchNorm layer: the SGD recipe of its papers is for
     BatchNorm networks, and the ``"fixed, MLP"`` row (Adam 1e-2) when every weight of ``model`` is
-    in an ``nn.Linear`` (:func:`is_mlp`). ``supermask`` gets the ``"supermask, no normalisation"`` row (Adam 0.1) when
-    ``model`` has no normalisation layer at all.
+    in an ``nn.Linear`` (:func:`is_mlp`). ``supermask`` gets the ``"supermask, no normalisation"``
+    row (Adam 0.1) when ``model`` has no normalisation layer at all.
     """
     if method is None:
         return METHOD_DEFAULTS["dense"]
