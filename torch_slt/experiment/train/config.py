@@ -50,9 +50,9 @@ _ONE_SHOT = MethodDefaults(
 
 _ONE_SHOT_NORM_FREE = MethodDefaults(
     "adam", 1e-3, schedule="cosine", weight_lr=1e-3, train_weights=True,
-    source="a one-shot mask on a network without BatchNorm (MLPs, the Conv-2/4/6 of the lottery ticket "
-    "papers, ViTs, Swin): Adam 1e-3, cosine, as the lottery ticket hypothesis trains LeNet (Adam 1.2e-3) "
-    "and Conv-2/4/6 (Adam 2e-4 to 3e-4) and ViTs are trained with Adam(W). SGD 0.1 with momentum, the "
+    source="a one-shot mask on a network without BatchNorm that is not an MLP (the Conv-2/4/6 of the "
+    "lottery ticket papers, ViTs, Swin): Adam 1e-3, cosine, as the lottery ticket hypothesis trains "
+    "Conv-2/4/6 (Adam 2e-4 to 3e-4) and ViTs are trained with Adam(W). SGD 0.1 with momentum, the "
     "Synaptic-Flow recipe, is for BatchNorm networks: on digits it left the GraSP tickets of the "
     "norm-free conv2/4/6 and SNIP's of conv4 at chance (a GraSP mask raises the logits 100-1000x) and "
     "every one-shot ViT ticket at chance (bench/results/defaults.md)")
