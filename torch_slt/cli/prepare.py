@@ -147,7 +147,7 @@ def target_gate_lr(default: float, total_steps: int) -> float:
     Why: Adam moves a gate about ``lr`` per step, and a long run at 5e-2 keeps the gates noisy near the
     target's boundary to the end. On lenet300 / Fashion-MNIST at 0.9 (16,880 steps) 5e-2 ended at
     84.0 % test accuracy and 1e-2 at 85.2 % (cosine: 84.3 and 85.2 %); the short runs the default was
-    set on (digits: 420 steps; conv nets at 240 steps, where 1e-2 lost 10-13 points) keep 5e-2.
+    set on (digits: 420 steps; conv nets at 240 steps, where 1e-2 lost 9-13 points at 0.5 and 0.7) keep 5e-2.
     """
     same_travel = float(default) * MAX_RAMP_STEPS / max(1, total_steps)
     return max(MIN_TARGET_GATE_LR, min(float(default), same_travel))

@@ -138,7 +138,7 @@ def method_defaults(method: str | None, model: nn.Module | None = None) -> Metho
 def is_mlp(model: nn.Module) -> bool:
     """Whether every module holding parameters is an ``nn.Linear`` (no convolution, attention block
     with its own parameters, embedding or normalisation layer)."""
-    owners = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
+    owners = [m for m in model.modules() if next(m.parameters(recurse=False), None) is not None]
     return bool(owners) and all(isinstance(m, nn.Linear) for m in owners) and not normalization_layers(model)
 
 
