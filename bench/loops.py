@@ -14,7 +14,9 @@ Methods, on the same random network per seed:
 * ``magnitude@cs``: magnitude pruning at the sparsity that cell's cs ticket reached, weights trained
   (the baseline at the same sparsity);
 * ``magnitude`` and ``random`` at 50 %, weights trained (the new one-shot default);
-* ``stg`` (target 50 %) and ``edgepopup`` (50 %) on the frozen weights: the strong-ticket baselines.
+* ``stg`` (target 50 %) and ``edgepopup`` (50 %) on the frozen weights: the strong-ticket baselines;
+* ``supermask`` on the frozen weights (its kept fraction is what it learns): its ``fit`` default is Adam
+  0.1 on these networks without normalisation (SGD 100 before 2026-12-03 16:00).
 
 Networks: lenet300 and conv2 on scikit-learn's digits (10 epochs, batch 64); 3 seeds for lenet300,
 2 for conv2 (a shared 2-core CPU: a conv2 seed is about 10 CPU-minutes). ``python bench/loops.py --network lenet300`` (about 4 CPU-minutes),
@@ -40,7 +42,7 @@ from common import RESULTS_DIR, command_line, machine, now_utc, set_threads, use
 NETWORKS = {"lenet300": 3, "conv2": 2}            # network -> seeds
 OPTIMISERS = [(lr, schedule) for lr in (1e-3, 1e-2, 5e-2) for schedule in ("constant", "cosine")]
 EPOCHS, BATCH, SPARSITY = 10, 64, 0.5
-METHODS = ("cs", "magnitude@cs", "magnitude", "random", "stg", "edgepopup")
+METHODS = ("cs", "magnitude@cs", "magnitude", "random", "stg", "edgepopup", "supermask")
 
 
 def _model(network: str, splits, seed: int):
@@ -56,6 +58,8 @@ def _apply(model, method: str, sparsity: float | None, steps: int):
         return torch_slt.apply(model, "cs", total_steps=steps)
     if method == "stg":
         return torch_slt.apply(model, "stg", sparsity=sparsity, total_steps=steps)
+    if method == "supermask":   # no sparsity to give: its kept fraction is what it learns
+        return torch_slt.apply(model, "supermask")
     return torch_slt.apply(model, method, sparsity=sparsity)
 
 
@@ -102,12 +106,27 @@ def run_network(network: str, splits) -> list[dict]:
                 # magnitude at the sparsity cs reached (rounded as apply rounds a fraction)
                 at_cs = run_cell(network, "magnitude", seed, lr, schedule, splits, round(cs["sparsity"], 4))
                 rows.append({**at_cs, "method": "magnitude@cs"})
-                for method in ("magnitude", "random", "stg", "edgepopup"):
+                for method in ("magnitude", "random", "stg", "edgepopup", "supermask"):
                     rows.append(run_cell(network, method, seed, lr, schedule, splits, SPARSITY))
             print(f"{network} seed {seed} {lr} {schedule}: "
-                  + ", ".join(f"{r['method']} {100 * r['test_accuracy']:.1f}" for r in rows[-6:]),
+                  + ", ".join(f"{r['method']} {100 * r['test_accuracy']:.1f}" for r in rows[-len(METHODS):]),
                   file=sys.stderr, flush=True)
     return rows
+
+
+def run_method(rows: list[dict], network: str, method: str, splits) -> list[dict]:
+    """``rows`` with every cell of one method on ``network`` (run) again: a method added to the table."""
+    import warnings
+
+    fresh = []
+    for seed in range(NETWORKS[network]):
+        for lr, schedule in [(None, None), *OPTIMISERS]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fresh.append(run_cell(network, method, seed, lr, schedule, splits, SPARSITY))
+            print(f"{network} seed {seed} {lr} {schedule} {method}: {100 * fresh[-1]['test_accuracy']:.1f}",
+                  file=sys.stderr, flush=True)
+    return [r for r in rows if not (r["network"] == network and r["method"] == method)] + fresh
 
 
 def rerun_fit_defaults(rows: list[dict], network: str, methods: list[str], splits) -> list[dict]:
@@ -148,7 +167,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
              "- `fit defaults`: `fit(model, train)` with the library's defaults (cs: Adam 0.01 on the "
              "scores, 1e-3 on the weights; one-shot: weights trained with Adam, cosine, 1e-2 on the MLP "
              "lenet300 and 1e-3 on conv2 (SGD 0.1 momentum 0.9 until 2026-12-03 14:00, then Adam 1e-3 on "
-             "both until 16:00; re-run with --fit-defaults); stg: "
+             "both until 16:00; re-run with --fit-defaults); supermask: Adam 0.1 (no normalisation here); stg: "
              "Adam 0.05; edgepopup: SGD 0.1 cosine); the other columns: a plain loop, Adam at that lr on "
              "every trainable parameter",
              "- cs and the one-shot rows train their weights (weak tickets); stg and edgepopup keep them "
@@ -179,6 +198,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke run: lenet300, one seed, 1 epoch, Adam 1e-2")
     p.add_argument("--fit-defaults", help="comma-separated methods whose `fit defaults` cells to run again "
                    "(after a default changed), the rest of the table kept, e.g. magnitude,magnitude@cs,random")
+    p.add_argument("--method", help="run every cell of this one method again (a method added to the "
+                   "table), the rest kept")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(RESULTS_DIR / "loops"))
     p.add_argument("--merge", nargs="*", default=[], help="JSON files of runs made with another --out "
@@ -202,7 +223,14 @@ def main(argv=None) -> int:
                 "date": f"{meta.get('date', '')}; {extra['meta']['date']}"}
     if args.merge:
         path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    if args.fit_defaults and not args.report_only:
+    if args.method and not args.report_only:
+        splits = load_dataset("digits")
+        for network in args.network or list(NETWORKS):
+            rows = run_method(rows, network, args.method, splits)
+        meta = {**meta, "command": f"{meta.get('command', '')}; {command_line()}",
+                "date": f"{meta.get('date', '')}; {now_utc()}"}
+        path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    elif args.fit_defaults and not args.report_only:
         splits = load_dataset("digits")
         for network in args.network or list(NETWORKS):
             rows = rerun_fit_defaults(rows, network, args.fit_defaults.split(","), splits)

@@ -113,7 +113,8 @@ def test_loops_script_runs_every_method_with_fit_defaults_and_a_user_loop(tmp_pa
     _run("bench/loops.py", "--quick", "--out", str(stem))
     rows = json.loads(stem.with_suffix(".json").read_text())["rows"]
     assert {(r["method"], r["lr"]) for r in rows} == {(m, lr) for m in ("cs", "magnitude@cs", "magnitude",
-                                                                        "random", "stg", "edgepopup")
+                                                                        "random", "stg", "edgepopup",
+                                                                        "supermask")
                                                       for lr in (None, 0.01)}
     cs = next(r for r in rows if r["method"] == "cs" and r["lr"] == 0.01)
     at_cs = next(r for r in rows if r["method"] == "magnitude@cs" and r["lr"] == 0.01)
@@ -130,6 +131,12 @@ def test_loops_script_runs_every_method_with_fit_defaults_and_a_user_loop(tmp_pa
     cs = next(r for r in again if r["method"] == "cs" and r["lr"] is None)
     at_cs = next(r for r in again if r["method"] == "magnitude@cs" and r["lr"] is None)
     assert abs(at_cs["sparsity"] - cs["sparsity"]) < 1e-3
+
+    # --method re-runs every cell of one method (a method added to the table); the rest is kept
+    _run("bench/loops.py", "--quick", "--out", str(stem), "--method", "supermask")
+    third = json.loads(stem.with_suffix(".json").read_text())["rows"]
+    assert len(third) == len(again) and all(r in third for r in again if r["method"] != "supermask")
+    assert {r["lr"] for r in third if r["method"] == "supermask"} == {None, 0.01}
 
 
 def test_convnets_script_runs_every_row_on_every_network_and_checks_the_targets(tmp_path):
